@@ -1,0 +1,121 @@
+"""The ``tinyfed`` command: one entry point, one subcommand per job.
+
+Each command module exposes ``register(subparsers)``, which adds its parser(s) and sets
+``func`` (a callable taking the parsed namespace and returning an exit code). Modules that
+contribute benchmarks expose ``register_bench(subparsers)`` for the ``tinyfed bench`` group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from tinyfed import __version__
+from tinyfed.errors import UsageError
+
+#: Modules that add top-level subcommands, in the order ``--help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "tinyfed.data.cli",
+    "tinyfed.features.cli",
+    "tinyfed.model_cli",
+    "tinyfed.experiments",
+    "aggregator.cli",
+    "gateway.cli",
+)
+
+#: Modules that add ``tinyfed bench`` subcommands.
+BENCH_MODULES: tuple[str, ...] = ("gateway.bench", "aggregator.bench")
+
+WORKFLOW = """\
+workflow:
+  1. make a keyword corpus (espeak-ng voices, split by voice)
+       tinyfed data synth --words montserrat,pedraforca --silence --out corpus
+  2. compute the paper's features (or --pipeline centroid)
+       tinyfed features corpus/montserrat/*.wav --out X.npy
+  3. train and evaluate the paper's network offline
+       tinyfed model init --out init.bin
+       tinyfed train --features X.npy --labels Y.npy --init init.bin --out m.bin
+       tinyfed eval m.bin --features Xtest.npy --labels Ytest.npy
+  4. reproduce the paper's single-board figures
+       tinyfed experiment fig5
+  5. run a fleet: one aggregator, one gateway per board
+       tinyfed aggregator --broker mqtt://localhost:1883 --fleet demo
+       tinyfed gateway --device serial://auto --broker mqtt://localhost:1883 --fleet demo
+
+Run `tinyfed COMMAND --help` for the details of each step.
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _import(name: str) -> ModuleType | None:
+    # TODO(lead): transitional while the command modules land; remove once all exist.
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and name.startswith(exc.name):
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser from the command modules."""
+    parser = argparse.ArgumentParser(
+        prog="tinyfed",
+        description=(
+            "Federated keyword spotting for Arduino Nano 33 BLE Sense boards: each board "
+            "learns its user's keywords on the board, and a fleet improves together by "
+            "federated averaging over MQTT. No audio ever leaves a board."
+        ),
+        epilog=WORKFLOW,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tinyfed {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        module = _import(name)
+        if module is not None:
+            module.register(sub)
+    if BENCH_MODULES:
+        bench = sub.add_parser(
+            "bench",
+            help="measure speed and memory against the paper's way",
+            description="Benchmarks that print figures and end with one key=value line.",
+            formatter_class=_Formatter,
+        )
+        bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+        for name in BENCH_MODULES:
+            module = _import(name)
+            if module is not None:
+                module.register_bench(bench_sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tinyfed`` command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except UsageError as exc:
+        print(f"tinyfed {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
