@@ -50,8 +50,8 @@ Run `tinyfed COMMAND --help` for the details of each step.
 """
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the layout of descriptions and epilogs, and shows every default."""
 
 
 def _import(name: str) -> ModuleType | None:
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
             "federated averaging over MQTT. No audio ever leaves a board."
         ),
         epilog=WORKFLOW,
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"tinyfed {__version__}")
     parser.add_argument(
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
             "bench",
             help="measure speed and memory against the paper's way",
             description="Benchmarks that print figures and end with one key=value line.",
-            formatter_class=_Formatter,
+            formatter_class=HelpFormatter,
         )
         bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
         for name in BENCH_MODULES:

@@ -1,0 +1,169 @@
+"""``tinyfed model init``, ``tinyfed train`` and ``tinyfed eval``: the reference network offline."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tinyfed import model
+from tinyfed.cli import HelpFormatter
+from tinyfed.errors import ModelError, UsageError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``model``, ``train`` and ``eval`` commands."""
+    fmt = HelpFormatter
+    p_model = sub.add_parser(
+        "model",
+        help="create model files in the board's 41,868-byte layout",
+        description="Model files hold the 10,467 float32 parameters the board holds, "
+        "little-endian, in the board's layout (41,868 bytes).",
+        formatter_class=fmt,
+    )
+    model_sub = p_model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    p_init = model_sub.add_parser(
+        "init",
+        help="write the paper's seeded initial model",
+        description="Write the initial model: uniform in [-0.5, 0.5] from numpy's seeded "
+        "stream, hidden layer first; seed 12345 reproduces the paper's.",
+        formatter_class=fmt,
+    )
+    p_init.add_argument("--seed", type=int, default=model.DEFAULT_SEED, help="random seed")
+    p_init.add_argument("--out", type=Path, required=True, help="model file to write")
+    p_init.set_defaults(func=_cmd_init)
+
+    p_train = sub.add_parser(
+        "train",
+        help="train online, one sample per step in file order, as a board does",
+        description="Train the paper's network online: one sample per step, in file order, "
+        "SGD with momentum starting from zero momentum, exactly the board's step.",
+        epilog="example:\n  tinyfed train --features X.npy --labels Y.npy --init init.bin "
+        "--lr 0.1 --out m.bin --log losses.csv",
+        formatter_class=HelpFormatter,
+    )
+    p_train.add_argument("--features", type=Path, required=True, help="float32 [n, 650] .npy")
+    p_train.add_argument("--labels", type=Path, required=True, help="integer [n] .npy, 0..2")
+    p_train.add_argument("--init", type=Path, help="start model (default: the paper's init)")
+    p_train.add_argument("--lr", type=float, default=model.DEFAULT_LR, help="learning rate")
+    p_train.add_argument("--momentum", type=float, default=model.DEFAULT_MOMENTUM)
+    p_train.add_argument("--epochs", type=int, default=1, help="passes over the file")
+    p_train.add_argument("--out", type=Path, required=True, help="model file to write")
+    p_train.add_argument("--log", type=Path, help="CSV of step, label, loss")
+    p_train.set_defaults(func=_cmd_train)
+
+    p_eval = sub.add_parser(
+        "eval",
+        help="accuracy and confusion matrix of a model on labelled features",
+        description="Print accuracy (highest output) and the confusion matrix; also the "
+        "fraction of samples the board would light up (highest output above 0.6).",
+        formatter_class=fmt,
+    )
+    p_eval.add_argument("model_file", type=Path, metavar="MODEL.bin")
+    p_eval.add_argument("--features", type=Path, required=True, help="float32 [n, 650] .npy")
+    p_eval.add_argument("--labels", type=Path, required=True, help="integer [n] .npy, 0..2")
+    p_eval.set_defaults(func=_cmd_eval)
+
+
+def _load_model(path: Path) -> model.F32:
+    try:
+        return model.load(path)
+    except ModelError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def load_xy(features: Path, labels: Path) -> tuple[model.F32, npt.NDArray[np.int64]]:
+    """Load and check a features/labels pair, with errors naming the file and the problem."""
+    arrays = []
+    for path in (features, labels):
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from exc
+    x, y = arrays
+    if x.ndim != 2 or x.shape[1] != model.N_INPUTS:
+        raise UsageError(f"{features}: shape {x.shape}, expected [n, {model.N_INPUTS}]")
+    if not np.all(np.isfinite(x)):
+        raise UsageError(f"{features}: contains NaN or infinite values")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise UsageError(f"{labels}: expected a 1-D integer array, got {y.dtype} {y.shape}")
+    if len(y) != len(x):
+        raise UsageError(f"{labels} has {len(y)} labels but {features} has {len(x)} samples")
+    if len(y) and (y.min() < 0 or y.max() >= model.N_OUTPUTS):
+        raise UsageError(f"{labels}: labels must be 0..{model.N_OUTPUTS - 1}")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def confusion(params: model.F32, x: model.F32, y: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Confusion matrix [true, predicted] of ``params`` on ``(x, y)``."""
+    pred = model.predict(model.forward(params, x))
+    matrix = np.zeros((model.N_OUTPUTS, model.N_OUTPUTS), dtype=np.int64)
+    np.add.at(matrix, (y, pred), 1)
+    return matrix
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    model.save(model.init_params(args.seed), args.out)
+    print(f"wrote {args.out} ({model.MODEL_BYTES} bytes, seed {args.seed})")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    x, y = load_xy(args.features, args.labels)
+    if args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    start = _load_model(args.init) if args.init else model.init_params()
+    try:
+        trainer = model.Trainer(start, lr=args.lr, momentum=args.momentum)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    rows: list[tuple[int, int, float]] = []
+    total = len(x) * args.epochs
+    for epoch in range(args.epochs):
+        for i in range(len(x)):
+            result = trainer.step(x[i], int(y[i]))
+            rows.append((trainer.steps, int(y[i]), result.loss))
+            if sys.stderr.isatty() and (trainer.steps % 50 == 0 or trainer.steps == total):
+                print(
+                    f"\rstep {trainer.steps}/{total} loss {result.loss:.4f}",
+                    end="",
+                    file=sys.stderr,
+                )
+        log.debug("epoch %d done", epoch + 1)
+    if sys.stderr.isatty() and total:
+        print(file=sys.stderr)
+    model.save(trainer.params, args.out)
+    if args.log:
+        with args.log.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["step", "label", "loss"])
+            writer.writerows(rows)
+    mean_last = np.mean([r[2] for r in rows[-10:]]) if rows else float("nan")
+    print(f"trained {total} steps; mean loss of the last 10: {mean_last:.4f}; wrote {args.out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    params = _load_model(args.model_file)
+    x, y = load_xy(args.features, args.labels)
+    if not len(y):
+        raise UsageError(f"{args.labels}: no samples to evaluate")
+    matrix = confusion(params, x, y)
+    outputs = model.forward(params, x)
+    lit = float(np.mean(outputs.max(axis=1) > model.DETECTION_THRESHOLD))
+    accuracy = float(np.trace(matrix) / matrix.sum())
+    print(f"accuracy {accuracy:.4f} ({int(np.trace(matrix))}/{int(matrix.sum())})")
+    print(f"above the 0.6 threshold: {lit:.4f}")
+    print("confusion matrix (rows: true class, columns: predicted)")
+    print("      " + " ".join(f"{c:>6d}" for c in range(model.N_OUTPUTS)))
+    for c, row in enumerate(matrix):
+        print(f"{c:>5d} " + " ".join(f"{v:>6d}" for v in row))
+    return 0
