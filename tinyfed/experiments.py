@@ -246,7 +246,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=Path("runs/corpus"),
         help="where synthesized corpora are cached",
     )
-    p.add_argument("--per-word", type=int, default=150, help="clips per class to synthesize")
+    p.add_argument("--per-word", type=int, default=300, help="clips per class to synthesize")
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--repeats", type=int, default=5, help="speaking orders to average over")
     p.add_argument(
