@@ -1,0 +1,123 @@
+"""``tinyfed aggregator``: run the fleet's aggregator service."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from aggregator import service, settings
+from aggregator.strategies import STRATEGIES
+
+EPILOG = """\
+round policy:
+  Round r starts from global model r; closing it publishes global model r+1 (retained).
+  Expected workers are --expect, or the workers whose status is online when the round opens
+  (plus any that come online while it is open). The round closes as soon as every expected
+  worker has reported and at least --min-workers have; at --round-timeout it closes if
+  --min-workers have reported. Otherwise it FAILS: the global model stays, the failure is
+  published on the rounds topic, and the same round is retried with a new deadline, keeping
+  the updates already accepted.
+  Rejected with a reason (and changing nothing): updates based on another round (stale),
+  a repeated upload id, a second update from a worker already counted, another
+  architecture or feature pipeline, a wrong size, non-finite values, a bad checksum,
+  a worker outside --expect.
+
+weights:
+  FedAvg weights each update by its local steps, capped at --local-steps: a worker that
+  claims more steps counts as one that did the configured number; 0 steps count 0.
+
+strategies:
+  fedavg        sum(n_i x_i) / sum(n_i); streams: memory of ~4 models, any fleet size
+  fedavgm       FedAvg plus server momentum: v = beta v + (g - fedavg); g' = g - lr v
+                (--server-lr, --server-momentum)
+  median        coordinate-wise median of the workers that trained (holds their models)
+  trimmed-mean  coordinate-wise mean without the floor(f n) lowest and highest values
+                (--trim-fraction f; holds the models)
+  --clip-norm C scales any update's distance from the global model down to C first.
+
+restart:
+  Everything is in one SQLite file (--db): each global model, rounds, participants,
+  rejections, metrics and the open round's accepted updates, one transaction per decision.
+  Killed at any moment (even SIGKILL) and started again, the aggregator resumes the same
+  round with the same global model and the updates already accepted, counts none twice,
+  restarts the round's deadline, and republishes the retained global model if the broker
+  lost it. Its MQTT session is persistent, so updates sent while it was down are delivered
+  when it comes back. Round 0 is the paper's seeded model unless --init MODEL.bin.
+
+example:
+  tinyfed aggregator --broker mqtt://localhost:1883 --fleet demo --expect board1,board2
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help  # "(default: None)" teaches nothing
+        return super()._get_help_string(action)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``tinyfed aggregator`` to the command line."""
+    p = subparsers.add_parser(
+        "aggregator",
+        help="run the aggregator: rounds, FedAvg and robust strategies, retained global model",
+        description=(
+            "Collect the boards' model updates over MQTT, aggregate them once every expected "
+            "worker has reported (or at the round timeout with a quorum), and publish the new "
+            "global model retained, with a JSON event for every round."
+        ),
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    conn = p.add_argument_group("connection")
+    conn.add_argument(
+        "--broker", help=f"broker URL (env TINYFED_BROKER; default {settings.DEFAULT_BROKER})"
+    )
+    conn.add_argument("--fleet", help="fleet name (env TINYFED_FLEET); required")
+    conn.add_argument("--prefix", default="tinyfed", help="topic prefix")
+    rounds = p.add_argument_group("round policy")
+    rounds.add_argument("--min-workers", default="1", help="quorum to close a round at timeout")
+    rounds.add_argument("--expect", help="comma-separated worker ids to wait for (and accept)")
+    rounds.add_argument(
+        "--round-timeout",
+        default=str(settings.DEFAULT_TIMEOUT_S),
+        help="seconds a round attempt waits for its expected workers",
+    )
+    hyper = p.add_argument_group("training (sent with every global model)")
+    hyper.add_argument(
+        "--local-steps", default="10", help="steps per round; also the cap on an update's weight"
+    )
+    hyper.add_argument("--lr", default="0.3", help="boards' learning rate")
+    hyper.add_argument("--momentum", default="0.9", help="boards' momentum")
+    hyper.add_argument(
+        "--pipeline", default=settings.DEFAULT_PIPELINE, help="feature pipeline of the fleet"
+    )
+    strat = p.add_argument_group("strategy")
+    strat.add_argument("--strategy", default="fedavg", choices=STRATEGIES)
+    strat.add_argument("--clip-norm", help="clip each update's L2 distance from the global model")
+    strat.add_argument("--server-lr", default="1.0", help="fedavgm: server learning rate")
+    strat.add_argument("--server-momentum", default="0.9", help="fedavgm: server momentum")
+    strat.add_argument("--trim-fraction", default="0.2", help="trimmed-mean: share cut per end")
+    state = p.add_argument_group("state")
+    state.add_argument(
+        "--db",
+        help="SQLite file (env TINYFED_AGGREGATOR_DB; default tinyfed-aggregator-FLEET.sqlite3)",
+    )
+    state.add_argument("--init", metavar="MODEL.bin", help="round-0 model instead of the paper's")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Validate the settings and serve until SIGINT or SIGTERM."""
+    config = settings.from_args(args)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return service.run(config, stop)

@@ -1,0 +1,405 @@
+"""The round state machine: which updates count, when a round closes, what it produces.
+
+No sockets and no clock of its own: the service feeds it events (a worker's status, an
+update, a payload that failed to decode, the passing of time) with the current time, and it
+returns :data:`Decision` objects that the service persists and publishes. Round ``r`` is the
+round whose workers start from global model ``r``; closing it produces global model ``r + 1``.
+
+Round policy:
+
+* *expected* workers are ``--expect`` if given, otherwise the workers whose status was online
+  when the round (attempt) opened, plus any that come online while it is open;
+* the round closes as soon as every expected worker has reported and at least
+  ``min_workers`` have; at the deadline it closes if ``min_workers`` have reported, otherwise
+  it **fails**: the global model stays, the failure is published, and a new attempt of the
+  same round opens with a new deadline, keeping the updates already accepted (they were made
+  from the global model that is still current);
+* an update is rejected, with a reason, and changes nothing if it was published on another
+  worker's topic, comes from a worker outside ``--expect``, repeats an upload id already
+  counted, is based on another round (stale), comes from a worker already counted this round,
+  has another architecture or feature pipeline, or has a wrong size or non-finite values;
+  payloads that fail to decode (bad checksum, malformed msgpack) are rejected the same way;
+* weight = the worker's local steps capped at the round's configured local steps, so a
+  worker that claims more steps counts as one that did the configured number; 0 steps count
+  with weight 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aggregator.strategies import F32, RoundAggregate, Strategy, distance
+from tinyfed import model
+from tinyfed.contract import (
+    GlobalModel,
+    HyperParams,
+    ModelUpdate,
+    Participant,
+    Rejection,
+    RoundEvent,
+)
+from tinyfed.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    """When a round closes (validated)."""
+
+    min_workers: int = 1
+    expect: frozenset[str] | None = None  #: None: expect the workers online at the start
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.min_workers < 1:
+            raise ValueError(f"min workers must be >= 1, got {self.min_workers}")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError(f"round timeout must be > 0 seconds, got {self.timeout_s}")
+        if self.expect is not None and len(self.expect) < self.min_workers:
+            raise ValueError(
+                f"min workers ({self.min_workers}) exceeds the {len(self.expect)} expected "
+                f"workers ({', '.join(sorted(self.expect))})"
+            )
+
+
+@dataclass(frozen=True)
+class Opening:
+    """A round attempt that opens (the first of a round, or a retry after a failure)."""
+
+    round: int
+    attempt: int
+    opened: float
+    expected: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An update that now counts in the open round."""
+
+    round: int
+    attempt: int
+    update: ModelUpdate
+    weight: float
+    norm: float  #: L2 distance of the update from the round's base model
+    received: float
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An update (or undecodable payload) refused, with the reason."""
+
+    round: int
+    attempt: int
+    rejection: Rejection
+    received: float
+
+
+@dataclass(frozen=True)
+class RoundClosed:
+    """A round produced a new global model; the next round is open."""
+
+    event: RoundEvent
+    model: GlobalModel
+    velocity: F32 | None  #: FedAvgM's server momentum after this round
+    attempt: int
+    metrics: dict[str, float]
+    next: Opening
+
+
+@dataclass(frozen=True)
+class RoundFailed:
+    """A round attempt ended below quorum; the global model stays; a retry is open."""
+
+    event: RoundEvent
+    attempt: int
+    metrics: dict[str, float]
+    next: Opening
+
+
+Decision = Accepted | Rejected | RoundClosed | RoundFailed
+
+
+@dataclass(frozen=True)
+class Counted:
+    """An update accepted before a restart, replayed from the store."""
+
+    participant: Participant
+    params: F32 = field(repr=False)
+    norm: float
+
+
+class RoundMachine:
+    """The state of the open round and the rules that move it on.
+
+    Args:
+        policy: when rounds close or fail.
+        strategy: how updates are aggregated.
+        hyper: hyper-parameters of the global models this aggregator makes (the open round's
+            cap on local steps comes from the current global model's own).
+        current: the global model the open round starts from.
+        velocity: FedAvgM's server momentum so far (None at the start).
+        now: the current time (seconds; any clock, as long as every call uses the same).
+        attempt: the open round's attempt number (restored after a restart).
+        first_opened: when the round's first attempt opened (for its duration).
+        expected: the expected workers stored when the attempt opened (after a restart).
+        online: workers known to be online now.
+        counted: updates accepted before a restart, in their original order.
+        rejected: rejections recorded in this round before a restart.
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: RoundPolicy,
+        strategy: Strategy,
+        hyper: HyperParams,
+        current: GlobalModel,
+        now: float,
+        velocity: F32 | None = None,
+        attempt: int = 1,
+        first_opened: float | None = None,
+        expected: Iterable[str] = (),
+        online: Iterable[str] = (),
+        counted: Iterable[Counted] = (),
+        rejected: Iterable[Rejection] = (),
+    ) -> None:
+        self.policy = policy
+        self.strategy = strategy
+        self.hyper = hyper
+        self.online: set[str] = set(online)
+        self.velocity = velocity
+        self._open(current, attempt, now, first_opened, set(expected))
+        for c in counted:
+            self._count(c.participant, c.params, c.norm)
+        self._rejected.extend(rejected)
+
+    # ------------------------------------------------------------------ state
+
+    def _open(
+        self,
+        current: GlobalModel,
+        attempt: int,
+        now: float,
+        first_opened: float | None,
+        extra_expected: set[str],
+    ) -> None:
+        self.current = current
+        self.attempt = attempt
+        self.opened = now
+        self.first_opened = now if first_opened is None else first_opened
+        self.expected: set[str] = (
+            set(self.policy.expect)
+            if self.policy.expect is not None
+            else set(self.online) | extra_expected
+        )
+        self._aggregate = RoundAggregate(self.strategy, current.params)
+        self._participants: dict[str, Participant] = {}
+        self._by_upload: dict[str, str] = {}
+        self._norms: list[float] = []
+        self._rejected: list[Rejection] = []
+
+    def _reopen(self, now: float) -> None:
+        """A new attempt of the same round: keep what was accepted, restart the clock."""
+        self.attempt += 1
+        self.opened = now
+        if self.policy.expect is None:
+            self.expected = set(self.online) | set(self._participants)
+        self._rejected = []
+
+    def _count(self, p: Participant, params: F32, norm: float) -> None:
+        self._aggregate.add(params, p.weight)
+        self._participants[p.worker_id] = p
+        self._by_upload[p.upload_id] = p.worker_id
+        self._norms.append(norm)
+
+    @property
+    def round(self) -> int:
+        """The open round (= the round of the global model its workers start from)."""
+        return self.current.round
+
+    @property
+    def deadline(self) -> float:
+        """When the open attempt times out."""
+        return self.opened + self.policy.timeout_s
+
+    @property
+    def reported(self) -> tuple[str, ...]:
+        """Workers counted in the open round, sorted."""
+        return tuple(sorted(self._participants))
+
+    @property
+    def participants(self) -> tuple[Participant, ...]:
+        """The open round's participants, in the order they were accepted."""
+        return tuple(self._participants.values())
+
+    @property
+    def held_models(self) -> int:
+        """Whole models the open round holds in memory (0 for FedAvg/FedAvgM)."""
+        return self._aggregate.held_models
+
+    def opening(self) -> Opening:
+        """The open attempt, as the store records it."""
+        return Opening(self.round, self.attempt, self.opened, tuple(sorted(self.expected)))
+
+    # ------------------------------------------------------------------ events
+
+    def worker_status(self, worker_id: str, online: bool) -> None:
+        """A worker's status changed; an online worker joins the open round's expected set.
+
+        A worker that goes offline stays expected: the round waits for it until the deadline
+        (gateways reconnect), and lists it as dropped if it never reports.
+        """
+        if online:
+            self.online.add(worker_id)
+            if self.policy.expect is None:
+                self.expected.add(worker_id)
+        else:
+            self.online.discard(worker_id)
+
+    def update_received(
+        self, update: ModelUpdate, now: float, *, sender: str | None = None
+    ) -> list[Decision]:
+        """Judge one decoded update; ``sender`` is the worker id of the topic it came on."""
+        reason = self._check(update, sender)
+        if reason:
+            return [self._reject(sender or update.worker_id, update.upload_id, reason, now)]
+        weight = float(min(update.local_steps, self.current.hyper.local_steps))
+        participant = Participant(
+            worker_id=update.worker_id,
+            upload_id=update.upload_id,
+            local_steps=update.local_steps,
+            weight=weight,
+            loss_mean=update.loss.mean,
+        )
+        norm = distance(update.params, self.current.params)
+        self._count(participant, update.params, norm)
+        accepted = Accepted(self.round, self.attempt, update, weight, norm, now)
+        return [accepted, *self._maybe_close(now, deadline_passed=False)]
+
+    def malformed(self, worker_id: str, reason: str, now: float) -> list[Decision]:
+        """A payload on ``worker_id``'s update topic that did not decode."""
+        return [self._reject(worker_id, "", reason, now)]
+
+    def tick(self, now: float) -> list[Decision]:
+        """Let time pass: close (or fail) the round if it is complete or past its deadline."""
+        return self._maybe_close(now, deadline_passed=now >= self.deadline)
+
+    # ------------------------------------------------------------------ rules
+
+    def _check(self, u: ModelUpdate, sender: str | None) -> str:
+        r = self.round
+        if sender is not None and sender != u.worker_id:
+            return f"update from worker {u.worker_id!r} was published on the topic of {sender!r}"
+        if self.policy.expect is not None and u.worker_id not in self.policy.expect:
+            return f"worker {u.worker_id!r} is not one of the expected workers (--expect)"
+        if u.upload_id in self._by_upload:
+            return f"duplicate upload {u.upload_id!r}: already counted in round {r}"
+        if u.base_round != r:
+            return f"stale update: based on round {u.base_round}, the open round is {r}"
+        if u.worker_id in self._participants:
+            first = self._participants[u.worker_id].upload_id
+            return f"worker {u.worker_id!r} already counted in round {r} (upload {first!r})"
+        if u.arch != self.current.arch:
+            return f"architecture {u.arch!r}, expected {self.current.arch!r}"
+        if u.pipeline != self.current.pipeline:
+            return f"feature pipeline {u.pipeline!r}, expected {self.current.pipeline!r}"
+        try:
+            model.check_params(u.params)
+        except ModelError as exc:
+            return str(exc)
+        return ""
+
+    def _reject(self, worker_id: str, upload_id: str, reason: str, now: float) -> Rejected:
+        rejection = Rejection(worker_id=worker_id, upload_id=upload_id, reason=reason)
+        self._rejected.append(rejection)
+        log.warning("round %d: rejected %s %s: %s", self.round, worker_id, upload_id, reason)
+        return Rejected(self.round, self.attempt, rejection, now)
+
+    def _maybe_close(self, now: float, *, deadline_passed: bool) -> list[Decision]:
+        n = len(self._participants)
+        quorum = n >= self.policy.min_workers
+        everyone = bool(self.expected) and self.expected <= set(self._participants)
+        if quorum and (everyone or deadline_passed):
+            return [self._close(now)]
+        if deadline_passed:
+            return [self._fail(now)]
+        return []
+
+    def _summary(self, now: float) -> tuple[dict[str, float], float | None]:
+        losses = [p.loss_mean for p in self._participants.values() if p.loss_mean is not None]
+        loss_mean = float(np.mean(losses)) if losses else None
+        metrics = {
+            "participants": float(len(self._participants)),
+            "dropped": float(len(self.expected - set(self._participants))),
+            "rejected": float(len(self._rejected)),
+            "total_weight": float(sum(p.weight for p in self._participants.values())),
+            "duration_s": now - self.first_opened,
+        }
+        if losses:
+            metrics.update(loss_mean=float(np.mean(losses)), loss_min=min(losses))
+            metrics["loss_max"] = max(losses)
+        if self._norms:
+            metrics["update_norm_mean"] = float(np.mean(self._norms))
+            metrics["update_norm_max"] = max(self._norms)
+        return metrics, loss_mean
+
+    def _event(self, now: float, outcome: str, sha: str, reason: str) -> RoundEvent:
+        metrics, loss_mean = self._summary(now)
+        return RoundEvent(
+            round=self.round,
+            outcome="closed" if outcome == "closed" else "failed",
+            strategy=self.strategy.describe(),
+            participants=self.participants,
+            dropped=tuple(sorted(self.expected - set(self._participants))),
+            rejected=tuple(self._rejected),
+            duration_s=metrics["duration_s"],
+            loss_mean=loss_mean,
+            global_sha256=sha,
+            reason=reason,
+            time=now,
+        )
+
+    def _close(self, now: float) -> RoundClosed:
+        params, velocity = self._aggregate.result(self.velocity)
+        new_global = GlobalModel(
+            round=self.round + 1,
+            params=params,
+            hyper=self.hyper,
+            pipeline=self.current.pipeline,
+            arch=self.current.arch,
+            created=now,
+        )
+        metrics, _ = self._summary(now)
+        event = self._event(now, "closed", new_global.sha256, "")
+        attempt = self.attempt
+        self.velocity = velocity
+        self._open(new_global, 1, now, None, set())
+        log.info(
+            "round %d closed: %d participants, %d dropped, %d rejected; global %d is %s",
+            event.round,
+            len(event.participants),
+            len(event.dropped),
+            len(event.rejected),
+            new_global.round,
+            new_global.sha256[:12],
+        )
+        return RoundClosed(event, new_global, velocity, attempt, metrics, self.opening())
+
+    def _fail(self, now: float) -> RoundFailed:
+        n = len(self._participants)
+        reason = (
+            f"timeout after {self.policy.timeout_s:g} s with {n} of at least "
+            f"{self.policy.min_workers} workers reported; global model {self.round} stays"
+        )
+        metrics, _ = self._summary(now)
+        event = self._event(now, "failed", self.current.sha256, reason)
+        attempt = self.attempt
+        self._reopen(now)
+        log.warning("round %d attempt %d failed: %s", event.round, attempt, reason)
+        return RoundFailed(event, attempt, metrics, self.opening())

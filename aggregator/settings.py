@@ -1,0 +1,160 @@
+"""The aggregator's settings: one validated object, from command-line flags and environment.
+
+Defaults and ranges live here and nowhere else; every error names the flag and the bad value.
+Environment variables (used when the flag is absent): ``TINYFED_BROKER``, ``TINYFED_FLEET``,
+``TINYFED_AGGREGATOR_DB``, plus the broker credentials of :mod:`tinyfed.mqtt`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aggregator.rounds import RoundPolicy
+from aggregator.strategies import STRATEGIES, Strategy
+from tinyfed import model
+from tinyfed.contract import ContractError, HyperParams, Topics, check_worker_id
+from tinyfed.errors import ModelError, UsageError
+from tinyfed.features import pipelines
+from tinyfed.mqtt import BrokerUrl, parse_broker_url
+
+DEFAULT_BROKER = "mqtt://localhost:1883"
+DEFAULT_TIMEOUT_S = 600.0  #: a board needs a user to speak 10 words: minutes, not seconds
+DEFAULT_PIPELINE = pipelines.DEFAULT_PIPELINE
+
+
+def known_pipelines() -> tuple[str, ...]:
+    """Names of the feature pipelines a global model may declare."""
+    return tuple(pipelines.PIPELINES)
+
+
+def default_db(fleet: str) -> Path:
+    """Where the database goes without ``--db``: the current folder, one file per fleet."""
+    return Path(f"tinyfed-aggregator-{fleet}.sqlite3")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the aggregator service needs, validated."""
+
+    broker: BrokerUrl
+    topics: Topics
+    policy: RoundPolicy
+    strategy: Strategy
+    hyper: HyperParams
+    pipeline: str
+    db: Path
+    init: Path | None = None
+    client_id: str = ""
+
+    @property
+    def fleet(self) -> str:
+        return self.topics.fleet
+
+
+def _number(value: Any, flag: str, kind: type[int] | type[float]) -> Any:
+    try:
+        out = kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"{flag}: {value!r} is not a{'n integer' if kind is int else ' number'}"
+        ) from None
+    if kind is float and not math.isfinite(out):
+        raise UsageError(f"{flag}: {value!r} is not a finite number")
+    return out
+
+
+def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from an ``argparse`` namespace (see :mod:`aggregator.cli`)."""
+    environ = os.environ if env is None else env
+    broker_url = args.broker or environ.get("TINYFED_BROKER") or DEFAULT_BROKER
+    broker = parse_broker_url(broker_url, env=dict(environ))
+    fleet = args.fleet or environ.get("TINYFED_FLEET")
+    if not fleet:
+        raise UsageError("--fleet is required (or set TINYFED_FLEET)")
+    try:
+        topics = Topics(fleet=fleet, prefix=args.prefix)
+    except ContractError as exc:
+        raise UsageError(f"--fleet/--prefix: {exc}") from exc
+
+    expect: frozenset[str] | None = None
+    if args.expect:
+        ids = [w.strip() for w in args.expect.split(",") if w.strip()]
+        try:
+            expect = frozenset(check_worker_id(w) for w in ids)
+        except ContractError as exc:
+            raise UsageError(f"--expect: {exc}") from exc
+        if not expect:
+            raise UsageError(f"--expect: {args.expect!r} names no worker")
+    min_workers = _number(args.min_workers, "--min-workers", int)
+    timeout = _number(args.round_timeout, "--round-timeout", float)
+    if min_workers < 1:
+        raise UsageError(f"--min-workers: must be at least 1, got {min_workers}")
+    if timeout <= 0:
+        raise UsageError(f"--round-timeout: must be more than 0 seconds, got {timeout:g}")
+    if expect is not None and min_workers > len(expect):
+        raise UsageError(
+            f"--min-workers {min_workers} is more than the {len(expect)} workers of --expect"
+        )
+    policy = RoundPolicy(min_workers=min_workers, expect=expect, timeout_s=timeout)
+
+    if args.strategy not in STRATEGIES:
+        raise UsageError(f"--strategy: {args.strategy!r} is not one of {', '.join(STRATEGIES)}")
+    clip = None if args.clip_norm is None else _number(args.clip_norm, "--clip-norm", float)
+    server_lr = _number(args.server_lr, "--server-lr", float)
+    server_momentum = _number(args.server_momentum, "--server-momentum", float)
+    trim = _number(args.trim_fraction, "--trim-fraction", float)
+    for flag, value, ok, rule in (
+        ("--clip-norm", clip, clip is None or clip > 0, "must be more than 0"),
+        ("--server-lr", server_lr, server_lr > 0, "must be more than 0"),
+        ("--server-momentum", server_momentum, 0 <= server_momentum < 1, "must be in [0, 1)"),
+        ("--trim-fraction", trim, 0 <= trim < 0.5, "must be in [0, 0.5)"),
+    ):
+        if not ok:
+            raise UsageError(f"{flag}: {rule}, got {value}")
+    strategy = Strategy(
+        name=args.strategy,
+        clip_norm=clip,
+        server_lr=server_lr,
+        server_momentum=server_momentum,
+        trim_fraction=trim,
+    )
+
+    lr = _number(args.lr, "--lr", float)
+    momentum = _number(args.momentum, "--momentum", float)
+    steps = _number(args.local_steps, "--local-steps", int)
+    for flag, value, ok, rule in (
+        ("--lr", lr, 0 < lr <= 10, "must be in (0, 10]"),
+        ("--momentum", momentum, 0 <= momentum < 1, "must be in [0, 1)"),
+        ("--local-steps", steps, 1 <= steps <= 65535, "must be in 1..65535"),
+    ):
+        if not ok:
+            raise UsageError(f"{flag}: {rule}, got {value}")
+    hyper = HyperParams(lr=lr, momentum=momentum, local_steps=steps)
+
+    pipelines = known_pipelines()
+    if args.pipeline not in pipelines:
+        raise UsageError(f"--pipeline: {args.pipeline!r} is not one of {', '.join(pipelines)}")
+
+    init = Path(args.init) if args.init else None
+    if init is not None:
+        try:
+            model.load(init)
+        except ModelError as exc:
+            raise UsageError(f"--init: {exc}") from exc
+    db = Path(args.db or environ.get("TINYFED_AGGREGATOR_DB") or default_db(fleet))
+    return Settings(
+        broker=broker,
+        topics=topics,
+        policy=policy,
+        strategy=strategy,
+        hyper=hyper,
+        pipeline=args.pipeline,
+        db=db,
+        init=init,
+        client_id=f"tinyfed-aggregator-{topics.prefix.replace('/', '-')}-{fleet}",
+    )

@@ -1,0 +1,268 @@
+"""Aggregation strategies: pure functions on float32 parameter vectors, no I/O.
+
+Every function takes and returns 1-D float32 arrays of one length (the paper's model has
+10,467 values, the tests use a handful). Sums are carried in float64 so the order in which
+updates arrive changes the result by float32 rounding at most.
+
+* FedAvg: ``w = sum_i n_i x_i / sum_i n_i`` (``n_i`` the capped local steps of worker i).
+* FedAvgM (server momentum, Hsu et al. 2019): ``d = g - fedavg``, ``v = beta v + d``,
+  ``g' = g - eta v``.
+* Coordinate-wise median and trimmed mean (Yin et al. 2018): unweighted, over the workers
+  that did at least one step.
+* Norm clipping, on top of any strategy: ``x_i = g + (x_i - g) min(1, C / ||x_i - g||_2)``.
+
+FedAvg and FedAvgM stream: :class:`WeightedSum` keeps one float64 sum (the memory of two
+float32 models) however many updates arrive. Median and trimmed mean
+need every value of a coordinate at once, so they hold the round's models (one per worker).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+StrategyName = Literal["fedavg", "fedavgm", "median", "trimmed-mean"]
+STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedavgm", "median", "trimmed-mean")
+STREAMING: frozenset[str] = frozenset({"fedavg", "fedavgm"})
+
+
+def _vector(params: npt.ArrayLike, what: str = "model") -> F32:
+    arr = np.asarray(params)
+    if arr.ndim != 1 or arr.dtype != np.float32:
+        raise ValueError(f"{what} must be a 1-D float32 array, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def _stack(models: Sequence[F32]) -> F32:
+    if not models:
+        raise ValueError("no models to aggregate")
+    shapes = {np.shape(m) for m in models}
+    if len(shapes) != 1:
+        raise ValueError(f"models differ in shape: {sorted(shapes)}")
+    return np.stack([_vector(m) for m in models])
+
+
+class WeightedSum:
+    """Streaming weighted mean: one float64 sum, whatever the number of updates.
+
+    The sum is allocated at the first update with a positive weight; products are formed
+    in float64 through a small block buffer, so the memory is two float32 models plus 16 KB.
+
+    Args:
+        size: length of the parameter vectors.
+    """
+
+    BLOCK = 2048  #: values multiplied at a time (16 KB of float64 scratch)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._sum: F64 | None = None
+        self._scratch: F64 | None = None
+        self.total_weight = 0.0
+        self.count = 0
+
+    def add(self, params: F32, weight: float) -> None:
+        """Add ``weight * params``; a weight of 0 is counted but changes nothing."""
+        x = _vector(params)
+        if x.shape != (self.size,):
+            raise ValueError(f"model has shape {x.shape}, expected ({self.size},)")
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight must be finite and >= 0, got {weight}")
+        self.count += 1
+        if weight == 0:
+            return
+        if self._sum is None or self._scratch is None:
+            self._sum = np.zeros(self.size, np.float64)
+            self._scratch = np.empty(min(self.BLOCK, self.size), np.float64)
+        for start in range(0, self.size, self.BLOCK):
+            stop = min(start + self.BLOCK, self.size)
+            block = self._scratch[: stop - start]
+            np.multiply(x[start:stop], weight, out=block)
+            self._sum[start:stop] += block
+        self.total_weight += weight
+
+    def mean(self) -> F32:
+        """The weighted mean; ``ValueError`` if the total weight is 0."""
+        if self._sum is None or self.total_weight <= 0:
+            raise ValueError("weighted mean of no weight (every update did 0 steps)")
+        out: F32 = np.empty(self.size, np.float32)
+        np.divide(self._sum, self.total_weight, out=out, casting="same_kind")
+        return out
+
+
+def fedavg(models: Sequence[F32], weights: Sequence[float]) -> F32:
+    """Weighted mean of ``models``: the paper's FedAvg with weights = local steps."""
+    if len(models) != len(weights):
+        raise ValueError(f"{len(models)} models but {len(weights)} weights")
+    stack = _stack(models)
+    acc = WeightedSum(stack.shape[1])
+    for row, weight in zip(stack, weights, strict=True):
+        acc.add(row, float(weight))
+    return acc.mean()
+
+
+def fedavgm(
+    global_params: F32,
+    averaged: F32,
+    velocity: F32 | None,
+    *,
+    server_lr: float,
+    server_momentum: float,
+) -> tuple[F32, F32]:
+    """One FedAvgM server step; returns ``(new global, new velocity)``.
+
+    ``velocity`` is the previous round's server momentum (None or zeros at the start).
+    """
+    g = _vector(global_params, "global model").astype(np.float64)
+    pseudo_gradient = g - _vector(averaged, "averaged model")
+    v = pseudo_gradient if velocity is None else server_momentum * velocity + pseudo_gradient
+    new_global: F32 = (g - server_lr * v).astype(np.float32)
+    new_velocity: F32 = np.asarray(v, np.float32)
+    return new_global, new_velocity
+
+
+def median(models: Sequence[F32]) -> F32:
+    """Coordinate-wise median (an even count averages the two middle values)."""
+    out: F32 = np.median(_stack(models), axis=0).astype(np.float32)
+    return out
+
+
+def trim_count(n: int, fraction: float) -> int:
+    """How many values trimmed mean drops at *each* end of a coordinate among ``n``."""
+    return math.floor(fraction * n)
+
+
+def trimmed_mean(models: Sequence[F32], fraction: float) -> F32:
+    """Coordinate-wise mean after dropping ``floor(fraction * n)`` lowest and highest values."""
+    if not 0 <= fraction < 0.5:
+        raise ValueError(f"trim fraction must be in [0, 0.5), got {fraction}")
+    stack = np.sort(_stack(models), axis=0)
+    k = trim_count(stack.shape[0], fraction)
+    kept = stack[k : stack.shape[0] - k]
+    out: F32 = kept.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return out
+
+
+def clip_to_norm(params: F32, reference: F32, max_norm: float) -> F32:
+    """Scale ``params - reference`` down to L2 norm ``max_norm`` if it is longer."""
+    if not (math.isfinite(max_norm) and max_norm > 0):
+        raise ValueError(f"clip norm must be a positive number, got {max_norm}")
+    x, ref = _vector(params), _vector(reference, "reference")
+    delta = x.astype(np.float64) - ref
+    norm = float(np.linalg.norm(delta))
+    if norm <= max_norm:
+        return x
+    out: F32 = (ref + delta * (max_norm / norm)).astype(np.float32)
+    return out
+
+
+def distance(params: F32, reference: F32) -> float:
+    """L2 norm of ``params - reference`` (the size of a worker's update), in float32."""
+    return float(np.linalg.norm(_vector(params) - _vector(reference, "reference")))
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """Which aggregation a round uses, with its options (validated)."""
+
+    name: StrategyName = "fedavg"
+    clip_norm: float | None = None  #: clip every update's distance from the global to this
+    server_lr: float = 1.0  #: FedAvgM: server learning rate (1 and momentum 0 = FedAvg)
+    server_momentum: float = 0.9  #: FedAvgM: server momentum
+    trim_fraction: float = 0.2  #: trimmed mean: share dropped at each end of a coordinate
+
+    def __post_init__(self) -> None:
+        if self.name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.name!r}: choose one of {STRATEGIES}")
+        if self.clip_norm is not None and not (
+            math.isfinite(self.clip_norm) and self.clip_norm > 0
+        ):
+            raise ValueError(f"clip norm must be a positive number, got {self.clip_norm}")
+        if not (math.isfinite(self.server_lr) and self.server_lr > 0):
+            raise ValueError(f"server learning rate must be > 0, got {self.server_lr}")
+        if not (math.isfinite(self.server_momentum) and 0 <= self.server_momentum < 1):
+            raise ValueError(f"server momentum must be in [0, 1), got {self.server_momentum}")
+        if not (math.isfinite(self.trim_fraction) and 0 <= self.trim_fraction < 0.5):
+            raise ValueError(f"trim fraction must be in [0, 0.5), got {self.trim_fraction}")
+
+    @property
+    def streaming(self) -> bool:
+        """True if the round keeps a running sum instead of every model."""
+        return self.name in STREAMING
+
+    def describe(self) -> str:
+        """A short label for logs and round events, e.g. ``fedavg+clip(5)``."""
+        label: str = self.name
+        if self.name == "fedavgm":
+            label += f"(lr={self.server_lr:g},beta={self.server_momentum:g})"
+        elif self.name == "trimmed-mean":
+            label += f"({self.trim_fraction:g})"
+        if self.clip_norm is not None:
+            label += f"+clip({self.clip_norm:g})"
+        return label
+
+
+class RoundAggregate:
+    """The models of one round, folded in as they arrive.
+
+    FedAvg and FedAvgM keep a :class:`WeightedSum`; median and trimmed mean keep every model
+    with a positive weight. Clipping (if set) is applied to each update on arrival, relative
+    to the round's base model.
+
+    Args:
+        strategy: the aggregation to use.
+        base: the global model the round started from.
+    """
+
+    def __init__(self, strategy: Strategy, base: F32) -> None:
+        self.strategy = strategy
+        self.base = _vector(base, "global model")
+        self._sum = WeightedSum(self.base.shape[0]) if strategy.streaming else None
+        self._models: list[F32] = []
+
+    @property
+    def held_models(self) -> int:
+        """How many whole models the aggregate holds (0 when streaming)."""
+        return len(self._models)
+
+    def add(self, params: F32, weight: float) -> None:
+        """Fold one accepted update in (weight = the worker's capped local steps)."""
+        x = _vector(params)
+        if x.shape != self.base.shape:
+            raise ValueError(f"model has shape {x.shape}, expected {self.base.shape}")
+        if self.strategy.clip_norm is not None:
+            x = clip_to_norm(x, self.base, self.strategy.clip_norm)
+        if self._sum is not None:
+            self._sum.add(x, weight)
+        elif weight > 0:
+            self._models.append(x)
+
+    def result(self, velocity: F32 | None) -> tuple[F32, F32 | None]:
+        """``(new global, new server velocity)``; the base unchanged if nobody trained."""
+        s = self.strategy
+        if self._sum is not None:
+            if self._sum.total_weight <= 0:
+                return self.base.copy(), velocity
+            averaged = self._sum.mean()
+            if s.name == "fedavgm":
+                return fedavgm(
+                    self.base,
+                    averaged,
+                    velocity,
+                    server_lr=s.server_lr,
+                    server_momentum=s.server_momentum,
+                )
+            return averaged, velocity
+        if not self._models:
+            return self.base.copy(), velocity
+        if s.name == "median":
+            return median(self._models), velocity
+        return trimmed_mean(self._models, s.trim_fraction), velocity

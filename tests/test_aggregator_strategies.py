@@ -1,0 +1,201 @@
+"""Aggregation strategies as pure functions, on tiny arrays."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from aggregator.strategies import (
+    RoundAggregate,
+    Strategy,
+    WeightedSum,
+    clip_to_norm,
+    fedavg,
+    fedavgm,
+    median,
+    trimmed_mean,
+)
+from tinyfed import model
+
+
+def f32(*values: float) -> np.ndarray:
+    return np.array(values, np.float32)
+
+
+def test_fedavg_weights_models_by_local_steps() -> None:
+    # Prepare
+    a, b = f32(1, 2), f32(3, 6)
+    # Execute
+    out = fedavg([a, b], [1, 3])
+    # Assert: (1*1 + 3*3)/4 = 2.5, (1*2 + 3*6)/4 = 5
+    np.testing.assert_array_equal(out, f32(2.5, 5))
+    assert out.dtype == np.float32
+
+
+def test_fedavg_gives_a_worker_with_zero_steps_no_weight() -> None:
+    out = fedavg([f32(1, 1), f32(100, -100)], [4, 0])
+    np.testing.assert_array_equal(out, f32(1, 1))
+
+
+def test_fedavg_refuses_when_every_weight_is_zero() -> None:
+    with pytest.raises(ValueError, match="no weight"):
+        fedavg([f32(1), f32(2)], [0, 0])
+
+
+def test_fedavg_refuses_models_of_different_sizes() -> None:
+    with pytest.raises(ValueError, match="differ in shape"):
+        fedavg([f32(1, 2), f32(1, 2, 3)], [1, 1])
+
+
+def test_weighted_sum_does_not_depend_on_arrival_order() -> None:
+    # Prepare
+    rng = np.random.default_rng(0)
+    models = [rng.normal(size=5000).astype(np.float32) for _ in range(7)]
+    weights = [3.0, 1.0, 10.0, 0.0, 7.0, 2.0, 5.0]
+    forward, backward = WeightedSum(5000), WeightedSum(5000)
+    # Execute
+    for m, w in zip(models, weights, strict=True):
+        forward.add(m, w)
+    for m, w in reversed(list(zip(models, weights, strict=True))):
+        backward.add(m, w)
+    # Assert
+    np.testing.assert_array_equal(forward.mean(), backward.mean())
+    expected = np.average(np.stack(models).astype(np.float64), axis=0, weights=weights)
+    np.testing.assert_allclose(forward.mean(), expected, rtol=1e-6, atol=1e-7)
+    assert forward.count == 7
+    assert forward.total_weight == sum(weights)
+
+
+def test_weighted_sum_memory_stays_flat_with_the_number_of_updates() -> None:
+    # Prepare
+    rng = np.random.default_rng(1)
+    update = rng.normal(size=model.N_PARAMS).astype(np.float32)
+    acc = WeightedSum(model.N_PARAMS)
+    tracemalloc.start()
+    # Execute
+    for _ in range(300):
+        acc.add(update, 2.0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # Assert: the float64 sum (2 models) and a small block, not 300 models
+    assert peak < 3 * model.MODEL_BYTES
+
+
+def test_fedavgm_applies_server_momentum_across_rounds() -> None:
+    # Prepare
+    g0, avg = f32(1.0), f32(0.0)  # pseudo-gradient g - avg = 1
+    # Execute
+    g1, v1 = fedavgm(g0, avg, None, server_lr=0.5, server_momentum=0.9)
+    g2, v2 = fedavgm(g1, g1 - 1.0, v1, server_lr=0.5, server_momentum=0.9)
+    # Assert: v1 = 1, g1 = 0.5; v2 = 0.9 + 1 = 1.9, g2 = 0.5 - 0.95 = -0.45
+    np.testing.assert_allclose(v1, f32(1.0))
+    np.testing.assert_allclose(g1, f32(0.5))
+    np.testing.assert_allclose(v2, f32(1.9))
+    np.testing.assert_allclose(g2, f32(-0.45), rtol=1e-6)
+
+
+def test_fedavgm_with_unit_lr_and_no_momentum_is_fedavg() -> None:
+    g, avg = f32(3, -1, 2), f32(1, 1, 1)
+    out, _ = fedavgm(g, avg, None, server_lr=1.0, server_momentum=0.0)
+    np.testing.assert_array_equal(out, avg)
+
+
+def test_median_is_coordinate_wise_and_ignores_one_outlier() -> None:
+    out = median([f32(1, 10), f32(2, 20), f32(1000, -1000)])
+    np.testing.assert_array_equal(out, f32(2, 10))
+
+
+def test_median_of_an_even_count_averages_the_middle_pair() -> None:
+    out = median([f32(1), f32(2), f32(4), f32(100)])
+    np.testing.assert_array_equal(out, f32(3))
+
+
+def test_trimmed_mean_drops_the_extremes_of_each_coordinate() -> None:
+    # Prepare: 5 workers, fraction 0.2 -> drop 1 lowest and 1 highest per coordinate
+    models = [f32(1, 5), f32(2, 4), f32(3, 3), f32(4, 2), f32(-100, 100)]
+    # Execute
+    out = trimmed_mean(models, 0.2)
+    # Assert: coordinate 0 keeps 1, 2, 3; coordinate 1 keeps 3, 4, 5
+    np.testing.assert_allclose(out, f32(2, 4))
+
+
+def test_trimmed_mean_of_too_few_models_to_trim_is_the_mean() -> None:
+    out = trimmed_mean([f32(1), f32(3)], 0.2)  # floor(0.2 * 2) = 0
+    np.testing.assert_array_equal(out, f32(2))
+
+
+def test_trimmed_mean_refuses_a_fraction_of_a_half() -> None:
+    with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
+        trimmed_mean([f32(1)], 0.5)
+
+
+def test_clip_to_norm_shortens_a_long_update_toward_the_reference() -> None:
+    # Prepare: an update 5 away from the reference (3-4-5 triangle)
+    ref, x = f32(1, 1), f32(4, 5)
+    # Execute
+    out = clip_to_norm(x, ref, 1.0)
+    # Assert
+    np.testing.assert_allclose(out, f32(1.6, 1.8), rtol=1e-6)
+    assert np.linalg.norm(out - ref) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_clip_to_norm_leaves_a_short_update_alone() -> None:
+    x = f32(1.5, 1)
+    assert clip_to_norm(x, f32(1, 1), 1.0) is x
+
+
+def test_round_aggregate_clips_every_update_before_averaging() -> None:
+    # Prepare: base 0; one honest small update, one huge one
+    agg = RoundAggregate(Strategy("fedavg", clip_norm=1.0), f32(0, 0))
+    # Execute
+    agg.add(f32(0.5, 0), 1)
+    agg.add(f32(0, 1000), 1)
+    out, _ = agg.result(None)
+    # Assert: the huge update counts as (0, 1)
+    np.testing.assert_allclose(out, f32(0.25, 0.5))
+
+
+def test_round_aggregate_keeps_the_base_when_nobody_trained() -> None:
+    base = f32(7, 8)
+    for name in ("fedavg", "median"):
+        agg = RoundAggregate(Strategy(name), base)  # type: ignore[arg-type]
+        agg.add(f32(1, 1), 0)
+        out, _ = agg.result(None)
+        np.testing.assert_array_equal(out, base)
+
+
+def test_round_aggregate_streams_fedavg_but_holds_models_for_median() -> None:
+    # Prepare
+    streaming = RoundAggregate(Strategy("fedavgm"), f32(0, 0))
+    holding = RoundAggregate(Strategy("trimmed-mean"), f32(0, 0))
+    # Execute
+    for v in (1.0, 2.0, 3.0):
+        streaming.add(f32(v, v), 1)
+        holding.add(f32(v, v), 1)
+    # Assert
+    assert streaming.held_models == 0
+    assert holding.held_models == 3
+
+
+def test_round_aggregate_median_ignores_workers_without_steps() -> None:
+    agg = RoundAggregate(Strategy("median"), f32(0))
+    for v, w in ((1.0, 1), (2.0, 1), (50.0, 0), (60.0, 0)):
+        agg.add(f32(v), w)
+    out, _ = agg.result(None)
+    np.testing.assert_array_equal(out, f32(1.5))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "krum"}, "unknown strategy"),
+        ({"clip_norm": 0.0}, "clip norm"),
+        ({"server_momentum": 1.0}, "server momentum"),
+        ({"trim_fraction": 0.6}, "trim fraction"),
+    ],
+)
+def test_strategy_rejects_bad_options(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Strategy(**kwargs)  # type: ignore[arg-type]
