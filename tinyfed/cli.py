@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tinyfed.experiments",
     "aggregator.cli",
     "gateway.cli",
+    "tinyfed.broker_cli",
 )
 
 #: Modules that add ``tinyfed bench`` subcommands.
