@@ -1,0 +1,193 @@
+// The device: the board's whole behaviour as a non-blocking state machine over a Hal.
+//
+//   buttons (debounced) --> ARMED --release--> RECORDING --1 s--> COMPUTING --> IDLE
+//   link frames ---------> commands, transfers (RECEIVING), events (HELLO, LOSS, INFER, ...)
+//
+// poll() is called from the main loop; it never waits (the longest thing it does is one
+// feature computation and one training step, ~0.1 s on the Cortex-M4F). All memory is the
+// Device object itself, which the port declares static (no heap): see kStaticBytes below and
+// `make size` for the breakdown.
+//
+// Momentum and a new global model: when a model download is applied, the momentum buffer is
+// reset to zero (it is the staging area of the download, so this costs no RAM). Reason: the
+// velocity points along the board's previous local trajectory; keeping it would push the
+// freshly averaged model back toward this board's own data, which worsens the loss jump after
+// averaging on non-IID data (the paper's Fig. 8). The Python reference does the same
+// (tinyfed.model.Trainer.reset_momentum). A download that fails (CRC, non-finite, aborted,
+// timed out) leaves the weights untouched and the momentum zeroed: the same state as after a
+// successful global update from the board's point of view, minus the new weights.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hal.h"
+#include "link.h"
+#include "link_spec.h"
+#include "mfcc.h"
+#include "nn.h"
+#include "status.h"
+
+namespace tinyfed {
+
+// Firmware version reported in HELLO (major, minor, patch); bump with every release.
+constexpr uint8_t kFwVersion[3] = {0, 1, 0};
+// Debounce interval: a level must be stable this long to count. 20 ms covers the bounce of
+// common tactile switches (typically < 10 ms) with margin and is far below a human press.
+constexpr uint32_t kDebounceMs = 20;
+// One recording: one second at 16 kHz (DESIGN.md section 2).
+constexpr size_t kRecordSamples = 16000;
+static_assert(kRecordSamples == static_cast<size_t>(kAudioSamples), "MFCC input is 1 s");
+// The paper's experiments run 10 local steps per round (DESIGN.md section 2).
+constexpr uint16_t kDefaultLocalSteps = 10;
+// A transfer with no frame for this long is abandoned (a gateway that vanished must not keep
+// the board in RECEIVING forever); 5 s is far above one window's round trip on BLE (~0.1 s).
+constexpr uint32_t kXferTimeoutMs = 5000;
+// Result display: the recognised class blinks its colour kBlinkCount times, kBlinkMs on and
+// kBlinkMs off (visible, and short enough not to delay the next press).
+constexpr uint32_t kBlinkMs = 150;
+constexpr uint8_t kBlinkCount = 3;
+// Sizes of the transfer targets (spec.py XferTarget): the model, 650 float32 features, and
+// one second of int16 audio.
+constexpr uint32_t kModelBytes = static_cast<uint32_t>(kParams) * 4;        // 41,868
+constexpr uint32_t kFeatureBytes = static_cast<uint32_t>(kFeatures) * 4;    // 2,600
+constexpr uint32_t kAudioBytes = static_cast<uint32_t>(kRecordSamples) * 2;  // 32,000
+
+struct DeviceConfig {
+  float lr = kDefaultLearningRate;
+  float momentum = kDefaultMomentum;
+  uint16_t local_steps = kDefaultLocalSteps;
+  uint32_t seed = kDefaultSeed;  // of the fresh model at every boot
+  link::PipelineId pipeline = link::PipelineId::kCentroid;  // the better one (docs/features.md)
+};
+
+// Validates hyper-parameters as SET_PARAMS does: lr in (0, 10], momentum in [0, 1),
+// local_steps >= 1 (spec.py SetParams).
+bool params_valid(float lr, float momentum, uint16_t local_steps);
+
+class Device {
+ public:
+  // (Re)initialises everything, like a power cycle: new boot id, fresh seeded model, zero
+  // momentum, counters at 0, then sends HELLO. hal must outlive the device.
+  Status begin(Hal* hal, const DeviceConfig& config);
+
+  // One step of the main loop: link input, buttons, recording, computation, outputs.
+  void poll();
+
+  // Read-only views for ports and tests.
+  link::State state() const { return state_; }
+  uint8_t leds() const { return leds_; }
+  uint32_t boot_id() const { return boot_id_; }
+  uint32_t model_round() const { return model_round_; }
+  uint32_t steps_since_global() const { return steps_since_global_; }
+  uint32_t total_steps() const { return total_steps_; }
+  float lr() const { return lr_; }
+  float momentum() const { return momentum_; }
+  uint16_t local_steps() const { return local_steps_; }
+  const float* params() const { return params_; }
+  const float* velocity() const { return velocity_; }
+  bool transfer_open() const { return xfer_.open; }
+  // Model downloads applied since boot (the virtual board's script can wait for one).
+  uint32_t models_applied() const { return models_applied_; }
+
+ private:
+  friend struct DeviceMemoryMap;  // tools/memory_map.cpp: the RAM breakdown of `make size`
+
+  struct Transfer {
+    bool open;
+    link::XferTarget target;
+    uint32_t total_len;
+    uint32_t crc32;
+    uint32_t meta;
+    uint32_t next;          // bytes received in order
+    uint32_t last_ack;      // next_offset of the last XFER_ACK sent
+    uint8_t since_ack;      // in-order chunks since the last XFER_ACK
+    bool gap_acked;         // an XFER_ACK was sent for the current gap
+    uint32_t last_ms;       // time of the last frame of this transfer
+  };
+  enum class Pending : uint8_t { kNone, kButton, kHostAudio };
+
+  // Link input and commands.
+  void handle_frame(const link::Frame& f);
+  void on_hello_req(const link::Frame& f);
+  void on_set_params(const link::Frame& f);
+  void on_xfer_begin(const link::Frame& f);
+  void on_xfer_chunk(const link::Frame& f);
+  void on_xfer_end(const link::Frame& f);
+  void on_xfer_abort(const link::Frame& f);
+  void on_get_model(const link::Frame& f);
+  void on_read(const link::Frame& f);
+  void on_reset(const link::Frame& f);
+  void close_transfer(bool failed);
+  uint8_t* staging(link::XferTarget target);
+
+  // Buttons, recording, computation, LEDs.
+  void poll_buttons(uint32_t now);
+  void on_press(int button);
+  void on_release(int button);
+  void compute(uint8_t label, link::Source source, uint16_t ref_seq, bool from_audio);
+  void poll_read();
+  void poll_blink(uint32_t now);
+  void set_state(link::State s);
+  void set_leds(uint8_t leds);
+  void start_blink(uint8_t leds);
+  void flush_state();
+
+  // Outputs.
+  void send(link::MsgType type, const uint8_t* payload, size_t n);
+  void send_hello();
+  void send_ack(uint16_t ref_seq, uint8_t ref_type);
+  void send_error(uint16_t ref_seq, link::ErrorCode code, const char* text);
+  void send_xfer_ack(uint32_t next_offset);
+  void log_line(LogLevel level, const char* text, bool to_link);
+
+  Hal* hal_ = nullptr;
+  DeviceConfig config_{};
+
+  // ---- static memory: the budget `make size` reports (README "RAM budget") ----
+  float params_[kParams];     // 41,868 B: the running model
+  float velocity_[kParams];   // 41,868 B: momentum (delta_w_prev); also MODEL staging
+  int16_t audio_[kRecordSamples];  // 32,000 B: one recording; also FEATURES/AUDIO staging
+  float features_[kFeatures];      // 2,600 B: the 650 MFCC features of one sample
+  MfccWorkspace mfcc_ws_;          // MFCC working memory (mfcc.h)
+  link::FrameParser parser_;       // RX: one encoded frame + its decoding (~490 B)
+  uint8_t tx_payload_[link::kMaxPayload];  // TX: payload being built
+  uint8_t tx_wire_[link::kMaxFrameWire];   // TX: its wire bytes
+  uint8_t rx_chunk_[64];  // bytes read from the HAL per call (USB CDC packets are 64 B)
+
+  // ---- state ----
+  link::State state_ = link::State::kIdle;
+  uint8_t leds_ = 0;
+  uint16_t tx_seq_ = 0;
+  uint32_t boot_id_ = 0;
+  float lr_ = kDefaultLearningRate;
+  float momentum_ = kDefaultMomentum;
+  uint16_t local_steps_ = kDefaultLocalSteps;
+  uint32_t model_round_ = 0;
+  uint32_t steps_since_global_ = 0;
+  uint32_t total_steps_ = 0;
+  uint32_t models_applied_ = 0;
+  Transfer xfer_{};
+  // READ in progress: MODEL_CHUNK frames still to send, one per poll.
+  uint32_t read_offset_ = 0;
+  uint16_t read_left_ = 0;
+  // Buttons: raw level, when it last changed, debounced level, the button being held.
+  uint8_t btn_raw_ = 0;
+  uint8_t btn_stable_ = 0;
+  uint32_t btn_changed_ms_ = 0;
+  int armed_ = -1;
+  // The sample waiting to be computed.
+  Pending pending_ = Pending::kNone;
+  uint8_t pending_label_ = link::kNoClass;
+  uint16_t pending_ref_seq_ = 0;
+  // Result blink: colour and remaining half-periods.
+  uint8_t blink_leds_ = 0;
+  uint8_t blink_left_ = 0;
+  uint32_t blink_ms_ = 0;
+  uint32_t now_ = 0;        // hal millis() at the start of this poll
+  uint8_t state_sent_ = 0xFF;  // state|leds last reported in a STATE frame (0xFF: never)
+  uint8_t leds_sent_ = 0xFF;
+  bool restarted_ = false;  // begin() ran inside this poll (RESET): drop the rest of the input
+};
+
+}  // namespace tinyfed
