@@ -40,9 +40,9 @@ constexpr size_t kRecordSamples = 16000;
 static_assert(kRecordSamples == static_cast<size_t>(kAudioSamples), "MFCC input is 1 s");
 // The paper's experiments run 10 local steps per round (DESIGN.md section 2).
 constexpr uint16_t kDefaultLocalSteps = 10;
-// A transfer with no frame for this long is abandoned (a gateway that vanished must not keep
-// the board in RECEIVING forever); 5 s is far above one window's round trip on BLE (~0.1 s).
-constexpr uint32_t kXferTimeoutMs = 5000;
+// A transfer with no frame for link::kXferTimeoutMs (link_spec.h) is abandoned: a gateway that
+// vanished must not keep the board in RECEIVING forever.
+using link::kXferTimeoutMs;
 // Result display: the recognised class blinks its colour kBlinkCount times, kBlinkMs on and
 // kBlinkMs off (visible, and short enough not to delay the next press).
 constexpr uint32_t kBlinkMs = 150;

@@ -20,9 +20,8 @@ namespace link {
 // Largest raw frame (header + payload + CRC) before COBS: 6 + 232 + 2 = 240 bytes.
 constexpr size_t kMaxFrameRaw = kHeaderBytes + kMaxPayload + kCrcBytes;
 static_assert(kMaxFrameRaw + 2 == kMaxFrameWire, "COBS adds 1 byte per 254, plus delimiter");
-// seq reported in ERROR frames answering a frame whose own seq cannot be trusted
-// (COBS, CRC or overflow errors): the spec's ref_seq is a u16, this is its all-ones value.
-constexpr uint16_t kUnknownSeq = 0xFFFF;
+// kUnknownSeq (link_spec.h): the ref_seq of ERROR frames answering a frame whose own seq
+// cannot be trusted (COBS, CRC or overflow errors).
 
 // ---- little-endian field access (never native byte order) --------------------------------
 

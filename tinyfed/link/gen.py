@@ -64,6 +64,8 @@ def render() -> str:
         f"constexpr uint8_t kDefaultWindow = {spec.DEFAULT_WINDOW};",
         f"constexpr size_t kMaxText = {spec.MAX_TEXT};",
         f"constexpr uint8_t kNoClass = 0x{spec.NO_CLASS:02X};",
+        f"constexpr uint16_t kUnknownSeq = 0x{spec.UNKNOWN_SEQ:04X};",
+        f"constexpr uint32_t kXferTimeoutMs = {spec.XFER_TIMEOUT_MS};",
         f"constexpr uint32_t kBaudRate = {spec.BAUD_RATE};",
         f'constexpr const char* kBleServiceUuid = "{spec.BLE_SERVICE_UUID}";',
         f'constexpr const char* kBleRxCharUuid = "{spec.BLE_RX_CHAR_UUID}";  // host writes',

@@ -19,6 +19,19 @@ meta), ``XFER_CHUNK`` x n, ``XFER_END``. The board answers ``XFER_ACK(next_offse
 ``XFER_END`` makes the board verify the end-to-end CRC-32 (IEEE, as zlib) and only then apply
 the data. Model upload (board to host): ``GET_MODEL`` returns ``MODEL_INFO`` (length, CRC-32,
 round, steps); ``READ(offset, count)`` returns ``count`` ``MODEL_CHUNK`` frames.
+
+Rules both sides keep:
+
+* An ERROR answering a frame whose own ``seq`` cannot be trusted (bad COBS, CRC or an
+  overflow) carries ``ref_seq`` = :data:`UNKNOWN_SEQ`. A bad frame never changes the state.
+* ``XFER_BEGIN`` while a transfer is open replaces it (after validating its arguments), so a
+  host that lost the reply simply starts again; ``XFER_ABORT`` with nothing open is ACKed.
+* ``XFER_END`` before every byte has arrived is answered BAD_STATE and the transfer stays
+  open; a transfer with no frame for :data:`XFER_TIMEOUT_MS` is abandoned (and logged).
+* A MODEL transfer zeroes the momentum buffer as soon as it begins (the buffer stages the
+  model); the running weights change only when ``XFER_END`` verifies.
+* The board sends HELLO at boot, but a host that opens the port later has missed it: hosts
+  start with ``HELLO_REQ``.
 """
 
 from __future__ import annotations
@@ -40,6 +53,10 @@ CHUNK_BYTES = 228  #: data bytes per XFER_CHUNK / MODEL_CHUNK (57 floats; payloa
 DEFAULT_WINDOW = 8  #: chunks per acknowledgement the board advertises (8 x 242 B = 1.9 KB)
 MAX_TEXT = 200  #: longest LOG / ERROR message text in bytes (UTF-8)
 NO_CLASS = 0xFF  #: "no class" in label / prediction fields (inference, below threshold)
+UNKNOWN_SEQ = 0xFFFF  #: ref_seq of an ERROR answering a frame whose seq cannot be trusted
+#: A transfer with no frame for this long is abandoned by the board; far above one window's
+#: round trip even over BLE (~0.1 s), short enough that a vanished gateway frees the board.
+XFER_TIMEOUT_MS = 5000
 BAUD_RATE = 115200  #: nominal; USB CDC ignores it, a UART bridge (tcp://) needs it
 
 # BLE: one custom GATT service carrying the same byte stream of frames as serial.
