@@ -5,14 +5,7 @@
 
 #include <math.h>
 
-// Bit-exactness (with the reference vectors, and between the host and the board) needs every
-// a * b + c rounded twice, as written. GCC fuses multiply-adds by default in C++ on the M4F
-// (-ffp-contract=fast), so turn that off for this file. Explicit fmaf() calls stay fused.
-#if defined(__clang__)
-#pragma clang fp contract(off)
-#elif defined(__GNUC__)
-#pragma GCC optimize("fp-contract=off")
-#endif
+#include "fp_exact.h"  // last: bit-exact float rounding (no fused multiply-add)
 
 namespace tinyfed {
 namespace {

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "device.h"
+#include "check.h"
 #include "link.h"
 
 using namespace tinyfed;
@@ -17,14 +18,9 @@ using namespace tinyfed::link;
 
 namespace {
 
-int g_checks = 0;
-int g_failures = 0;
-
-void check(bool cond, const char* group, const char* name) {
-  ++g_checks;
-  if (!cond) ++g_failures;
-  printf("  %-4s %-10s %s\n", cond ? "ok" : "FAIL", group, name);
-}
+using tinyfed_test::check;
+using tinyfed_test::g_checks;
+using tinyfed_test::g_failures;
 
 // ---- a fake HAL -------------------------------------------------------------------------
 

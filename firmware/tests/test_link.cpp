@@ -12,20 +12,16 @@
 #include <string.h>
 
 #include "link.h"
+#include "check.h"
 
 using namespace tinyfed;
 using namespace tinyfed::link;
 
 namespace {
 
-int g_checks = 0;
-int g_failures = 0;
-
-void check(bool cond, const char* group, const char* name) {
-  ++g_checks;
-  if (!cond) ++g_failures;
-  printf("  %-4s %-10s %s\n", cond ? "ok" : "FAIL", group, name);
-}
+using tinyfed_test::check;
+using tinyfed_test::g_checks;
+using tinyfed_test::g_failures;
 
 int hexval(char c) {
   if (c >= '0' && c <= '9') return c - '0';
