@@ -13,7 +13,8 @@ It turns the frames of :mod:`tinyfed.link.spec` into awaitable commands and an e
 * model uploads read the model in batches of chunks, re-read what is missing, and check the
   CRC-32 of the whole model against ``MODEL_INFO``; a mismatch (the board trained in between)
   starts again;
-* unsolicited frames (LOSS, INFER, STATE, LOG and a HELLO after a reboot) go to an event queue
+* unsolicited frames (LOSS, INFER, STATE, LOG, and a HELLO with a boot id not seen before)
+  go to an event queue
   read with :meth:`BoardLink.next_event`. A HELLO with a new boot id while a command runs fails
   that command with :class:`BoardResetError`, so no transfer ever straddles a reboot.
 
@@ -449,6 +450,10 @@ class BoardLink:
         pcm = raw.astype("<i2").ravel().tobytes()
         return await self._transfer(XferTarget.AUDIO, pcm, meta, "audio down")
 
+    async def model_info(self) -> ModelInfo:
+        """Describe the board's model now (MODEL_INFO): round, steps, CRC-32; no upload."""
+        return await self._command("GET_MODEL", self._model_info_once)
+
     async def get_model(self) -> tuple[model.F32, ModelInfo]:
         """Upload the board's model: its parameters and the MODEL_INFO they match (CRC-32)."""
         async with self._lock:
@@ -493,7 +498,7 @@ class BoardLink:
                         lambda: self._begin_once(target, len(data), crc, meta),
                     )
                     await self._send_chunks(data)
-                    await self._retrying("XFER_END", lambda: self._request_once(MsgType.XFER_END))
+                    await self._end(target, crc, meta)
                     return self._record(what, len(data), start, before)
                 except BoardError as exc:
                     if exc.code != ErrorCode.CHECKSUM:
@@ -505,6 +510,19 @@ class BoardLink:
                     await self._abort_quietly()
                     raise LinkTimeoutError(f"{what} to {self.url} failed: {exc}") from exc
             raise LinkError(f"{what} to {self.url} failed after {self.retries + 1} tries: {last}")
+
+    async def _end(self, target: XferTarget, crc: int, meta: int) -> None:
+        """XFER_END; if only its ACK was lost, a re-sent END finds no transfer open (BAD_STATE),
+        and for a model MODEL_INFO then tells whether ours was applied."""
+        try:
+            await self._retrying("XFER_END", lambda: self._request_once(MsgType.XFER_END))
+        except BoardError as exc:
+            if exc.code != ErrorCode.BAD_STATE or target != XferTarget.MODEL:
+                raise
+            info = await self._retrying("GET_MODEL", self._model_info_once)
+            if (info.crc32, info.model_round) != (crc, meta):
+                raise
+            log.debug("%s: XFER_END's ACK was lost; the model was applied", self.url)
 
     async def _begin_once(self, target: XferTarget, total: int, crc: int, meta: int) -> None:
         try:
@@ -866,7 +884,8 @@ class BoardLink:
                 )
                 self._reset_seen.set()
             self._inbox.hello.put_nowait(hello)
-            self._post(hello)
+            if previous is None or previous.boot_id != hello.boot_id:
+                self._post(hello)  # a board seen for the first time, or rebooted
         elif t == MsgType.LOSS:
             self._post(
                 LossReport(

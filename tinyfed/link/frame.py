@@ -7,6 +7,7 @@ reporting why (so a gateway can log the problem and the board can answer with an
 
 from __future__ import annotations
 
+import binascii
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -35,12 +36,12 @@ class FrameError(Exception):
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor.
+
+    ``binascii.crc_hqx`` is exactly this CRC (poly 0x1021, unreflected, init given), in C: a
+    bitwise Python loop cost ~0.16 ms per full frame, most of a model transfer's time.
+    """
+    return binascii.crc_hqx(data, crc)
 
 
 def cobs_encode(data: bytes) -> bytes:

@@ -1,0 +1,748 @@
+"""The bridge: one board's link on one side, the fleet's MQTT broker on the other.
+
+Three parts, from pure to I/O:
+
+* :class:`BridgeState` decides, from what it was told (the retained global model, the board's
+  HELLO and LOSS events, what was pushed and uploaded), the next thing to do: push the global
+  model down, pull the board's model up, or nothing. It has no sockets and is tested alone.
+* :class:`Outbox` holds the MQTT messages not yet acknowledged by the broker (PUBACK), bounded,
+  dropping the oldest loss event first (then the oldest update) with a warning when full.
+  With a spool folder it also keeps every update on disk until the broker has it, so neither a
+  broker restart nor a gateway restart loses one, and a re-sent update keeps its upload id.
+* :class:`Bridge` runs the board link (reopened with backoff when lost) and a paho MQTT v5
+  client (which reconnects by itself) and carries out the state's decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.settings import GatewaySettings
+from gateway.transport import Transport, TransportError
+from gateway.transports import open_transport
+from tinyfed import contract, model, mqtt
+from tinyfed.contract import ContractError, GlobalModel, LossEvent, ModelUpdate, WorkerStatus
+from tinyfed.link import spec
+from tinyfed.link.client import (
+    BoardLink,
+    Event,
+    Hello,
+    InferReport,
+    LinkError,
+    LogLine,
+    LossReport,
+    StateReport,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_INFLIGHT = 20  #: messages handed to paho and not yet acknowledged
+RETRY_MAX = 30.0  #: longest wait before a failed push or pull is tried again (doubling)
+LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+BOARD_ARCH = {spec.ArchId.FC650_16_3: model.ARCH_ID}
+
+
+def default_worker_id(hello: Hello) -> str:
+    """The worker id of a board that was given none: stable across its reboots."""
+    return f"board-{hello.board_hex}"
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class Held:
+    """The global model the gateway put on the board in its current boot."""
+
+    boot_id: int
+    round: int
+    sha256: str
+    local_steps: int
+
+
+@dataclass(frozen=True)
+class Push:
+    """Download this global model (and its hyper-parameters) to the board."""
+
+    model: GlobalModel
+
+
+@dataclass(frozen=True)
+class Pull:
+    """Upload the board's model: it has done its local steps on ``held``."""
+
+    held: Held
+
+
+Action = Push | Pull
+
+
+@dataclass
+class BridgeState:
+    """What the gateway knows, and what it should do next (no I/O).
+
+    Rules:
+
+    * a board whose boot id has not received the current global model gets it (a new boot id
+      means the board rebooted with a fresh model; a new global model replaces the old one);
+    * once the board has done ``local_steps`` (from the global model's hyper-parameters) on a
+      global model pushed in its current boot, its model is pulled and published, once per
+      boot and round; a board that rebooted in between lost those steps and uploads nothing;
+    * an upload comes before the push of a newer global model, so finished work is not lost;
+    * a global model the board cannot run (another architecture or feature pipeline) is never
+      pushed, and :attr:`problem` says why.
+    """
+
+    worker_id: str
+    global_model: GlobalModel | None = None
+    board: Hello | None = None
+    held: Held | None = None
+    steps: int = 0  #: the board's steps since ``held`` was pushed
+    losses: list[float] = field(default_factory=list)  #: their losses
+    uploaded: set[tuple[int, int]] = field(default_factory=set)  #: (boot id, round)
+    problem: str | None = None
+
+    def on_global(self, g: GlobalModel) -> None:
+        self.global_model = g
+
+    def on_hello(self, hello: Hello) -> None:
+        self.board = hello
+        if self.held is not None and self.held.boot_id == hello.boot_id:
+            if hello.model_round == self.held.round:
+                self.steps = max(self.steps, hello.steps_since_global)
+        else:
+            self.steps = 0
+            self.losses = []
+
+    def on_board_lost(self) -> None:
+        self.board = None
+
+    def on_loss(self, loss: LossReport) -> None:
+        if (
+            self.held is not None
+            and self.board is not None
+            and self.held.boot_id == self.board.boot_id
+            and loss.model_round == self.held.round
+        ):
+            self.steps = max(self.steps, loss.steps_since_global)
+            self.losses.append(loss.loss)
+
+    def pushed(self, boot_id: int, g: GlobalModel) -> None:
+        self.held = Held(boot_id, g.round, g.sha256, g.hyper.local_steps)
+        self.steps = 0
+        self.losses = []
+
+    def pulled(self, held: Held) -> None:
+        self.uploaded.add((held.boot_id, held.round))
+
+    def loss_summary(self) -> contract.LossSummary:
+        if not self.losses:
+            return contract.LossSummary()
+        return contract.LossSummary(
+            count=len(self.losses),
+            mean=float(sum(self.losses) / len(self.losses)),
+            last=float(self.losses[-1]),
+        )
+
+    def compatible(self, g: GlobalModel, board: Hello) -> str | None:
+        """Why ``g`` cannot go on ``board``, or None if it can."""
+        board_arch = BOARD_ARCH.get(board.arch, f"arch-{board.arch}")  # type: ignore[call-overload]
+        if g.arch != board_arch:
+            return f"global model is {g.arch} but board {board.board_hex} runs {board_arch}"
+        if g.pipeline != board.pipeline_name:
+            return (
+                f"global model uses the {g.pipeline!r} feature pipeline but board "
+                f"{board.board_hex} computes {board.pipeline_name!r}"
+            )
+        return None
+
+    def next_action(self) -> Action | None:
+        board, held, g = self.board, self.held, self.global_model
+        if board is None:
+            return None
+        current = held is not None and held.boot_id == board.boot_id
+        if (
+            current
+            and held is not None
+            and self.steps >= held.local_steps
+            and (held.boot_id, held.round) not in self.uploaded
+        ):
+            return Pull(held)
+        if g is None:
+            return None
+        if current and held is not None and held.sha256 == g.sha256:
+            return None
+        self.problem = self.compatible(g, board)
+        if self.problem is not None:
+            return None
+        return Push(g)
+
+
+# ----------------------------------------------------------------------------- outbox
+
+
+@dataclass
+class Outgoing:
+    """One MQTT message waiting for its PUBACK."""
+
+    topic: str
+    payload: bytes
+    kind: Literal["update", "loss"]
+    key: str  #: upload id, or ``loss-<step>``
+    spool_path: Path | None = None
+
+
+class Outbox:
+    """Messages to publish at QoS 1, kept until the broker acknowledges them.
+
+    Args:
+        limit: most messages kept (queued plus in flight).
+        spool: folder where updates wait on disk until acknowledged (None: memory only).
+    """
+
+    def __init__(self, limit: int, spool: Path | None = None) -> None:
+        self.limit = limit
+        self.spool = spool
+        self.queued: deque[Outgoing] = deque()
+        self.inflight: dict[int, Outgoing] = {}
+        self.dropped = 0
+        if spool is not None:
+            (spool / "updates").mkdir(parents=True, exist_ok=True)
+
+    def __len__(self) -> int:
+        return len(self.queued) + len(self.inflight)
+
+    def load_spool(self) -> int:
+        """Queue the updates a previous run left unpublished; return how many."""
+        if self.spool is None:
+            return 0
+        n = 0
+        for path in sorted((self.spool / "updates").glob("*.msgpack")):
+            try:
+                payload = path.read_bytes()
+                update = contract.decode_update(payload)
+                topic = path.with_suffix(".topic").read_text().strip()
+            except (OSError, ContractError) as exc:
+                log.error("spooled update %s is unreadable (%s); moved aside", path, exc)
+                path.rename(path.with_suffix(".bad"))
+                continue
+            self.queued.append(Outgoing(topic, payload, "update", update.upload_id, path))
+            n += 1
+        return n
+
+    def add(self, msg: Outgoing) -> None:
+        if self.spool is not None and msg.kind == "update":
+            name = f"{time.time_ns():020d}-{msg.key}"
+            path = self.spool / "updates" / f"{name}.msgpack"
+            _write_atomic(path.with_suffix(".topic"), msg.topic.encode())
+            _write_atomic(path, msg.payload)
+            msg.spool_path = path
+        self.queued.append(msg)
+        while len(self) > self.limit and self.queued:
+            victim = next((m for m in self.queued if m.kind == "loss"), self.queued[0])
+            self.queued.remove(victim)
+            self._forget(victim)
+            self.dropped += 1
+            log.warning(
+                "MQTT buffer full (%d messages, broker unreachable?): dropped %s %s; "
+                "%d dropped so far; raise --buffer to keep more",
+                self.limit,
+                victim.kind,
+                victim.key,
+                self.dropped,
+            )
+
+    def take(self) -> Outgoing | None:
+        """The next queued message to hand to the client, if there is room in flight."""
+        if not self.queued or len(self.inflight) >= MAX_INFLIGHT:
+            return None
+        return self.queued.popleft()
+
+    def handed(self, msg: Outgoing, mid: int) -> None:
+        self.inflight[mid] = msg
+
+    def acked(self, mid: int) -> Outgoing | None:
+        msg = self.inflight.pop(mid, None)
+        if msg is not None:
+            self._forget(msg)
+        return msg
+
+    def _forget(self, msg: Outgoing) -> None:
+        if msg.spool_path is not None:
+            for path in (msg.spool_path, msg.spool_path.with_suffix(".topic")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------- the bridge
+
+
+class Bridge:
+    """One gateway: keeps a board and the broker connected and carries out the state's plan.
+
+    Args:
+        settings: the validated settings.
+        transport_factory: makes a transport from the device URL (default: by scheme).
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        transport_factory: Callable[[str], Transport] = open_transport,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.transport_factory = transport_factory
+        self.outbox = Outbox(settings.buffer, settings.spool)
+        self.state: BridgeState | None = None
+        self.link: BoardLink | None = None
+        self.client: paho.Client | None = None
+        self.mqtt_connected = False
+        self.uploads = 0  #: updates published (handed to the outbox) by this process
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._board_ready = asyncio.Event()
+        self._pending_global: GlobalModel | None = None
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until :meth:`stop` is called (or the task is cancelled)."""
+        self._loop = asyncio.get_running_loop()
+        restored = self.outbox.load_spool()
+        if restored:
+            log.info("%d unpublished update(s) restored from %s", restored, self.settings.spool)
+        board_task = asyncio.create_task(self._board_loop(), name="board")
+        try:
+            if self.settings.worker_id is None:
+                log.info("waiting for the board on %s to learn its id", self.settings.device)
+                await self._until(self._board_ready)
+            if not self._stop.is_set():
+                self._start_mqtt()
+                await self._act_loop()
+        finally:
+            board_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await board_task
+            await self._stop_mqtt()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (thread-safe when called through the loop)."""
+        self._stop.set()
+        self._wake.set()
+
+    async def _until(self, event: asyncio.Event) -> None:
+        stopper = asyncio.ensure_future(self._stop.wait())
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({stopper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            waiter.cancel()
+
+    @property
+    def worker_id(self) -> str:
+        if self.state is not None:
+            return self.state.worker_id
+        assert self.settings.worker_id is not None, "worker id unknown before the first HELLO"
+        return self.settings.worker_id
+
+    def _ensure_state(self, hello: Hello) -> BridgeState:
+        if self.state is None:
+            worker_id = self.settings.worker_id or default_worker_id(hello)
+            self.state = BridgeState(worker_id)
+            self._restore_board_state(self.state)
+            if self._pending_global is not None:
+                self.state.on_global(self._pending_global)
+            log.info("gateway for worker %s (board %s)", worker_id, hello.board_hex)
+        return self.state
+
+    # -- the board side -------------------------------------------------------------------
+
+    async def _board_loop(self) -> None:
+        delay = self.settings.reconnect_min
+        while not self._stop.is_set():
+            transport = self.transport_factory(self.settings.device)
+            link = BoardLink(
+                transport,
+                timeout=self.settings.link_timeout,
+                retries=self.settings.link_retries,
+            )
+            try:
+                async with link:
+                    hello = await link.hello()
+                    delay = self.settings.reconnect_min
+                    self.link = link
+                    self._on_hello(hello)
+                    while True:
+                        self._on_event(await link.next_event())
+            except (TransportError, LinkError) as exc:
+                log.warning(
+                    "board on %s unavailable: %s; retrying in %.1f s",
+                    self.settings.device,
+                    exc,
+                    delay,
+                )
+            finally:
+                self.link = None
+                if self.state is not None and self.state.board is not None:
+                    self.state.on_board_lost()
+                    self._publish_status("board-missing")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(self.settings.reconnect_max, delay * 2)
+
+    def _on_hello(self, hello: Hello) -> None:
+        state = self._ensure_state(hello)
+        previous = state.board
+        state.on_hello(hello)
+        if previous is not None and previous.boot_id == hello.boot_id:
+            return  # the same HELLO again (answer and event)
+        log.info(
+            "board %s up: boot %s, firmware %s, %s pipeline, model round %d, %d steps since",
+            hello.board_hex,
+            hello.boot_hex,
+            hello.firmware,
+            hello.pipeline_name,
+            hello.model_round,
+            hello.steps_since_global,
+        )
+        self._board_ready.set()
+        self._publish_status("online")
+        self._wake.set()
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Hello):
+            self._on_hello(event)
+        elif isinstance(event, LossReport):
+            self._on_loss(event)
+        elif isinstance(event, LogLine):
+            level = LOG_LEVELS[min(event.level, len(LOG_LEVELS) - 1)]
+            log.log(level, "board: %s", event.text)
+        elif isinstance(event, InferReport | StateReport):
+            log.debug("board: %s", event)
+
+    def _on_loss(self, loss: LossReport) -> None:
+        state = self.state
+        assert state is not None
+        state.on_loss(loss)
+        event = LossEvent(
+            worker_id=state.worker_id,
+            step=loss.step,
+            loss=float(loss.loss),
+            label=loss.label,
+            outputs=tuple(float(o) for o in loss.outputs),
+            prediction=loss.prediction,
+            round=loss.model_round,
+            time=time.time(),
+        )
+        if not math.isfinite(event.loss) or not all(math.isfinite(o) for o in event.outputs):
+            log.warning("board reported a non-finite loss at step %d; not forwarded", loss.step)
+        else:
+            topic = self.topics.worker_loss(state.worker_id)
+            self._enqueue(Outgoing(topic, contract.encode_loss(event), "loss", f"loss-{loss.step}"))
+        self._wake.set()
+
+    # -- carrying out decisions -----------------------------------------------------------
+
+    async def _act_loop(self) -> None:
+        reported: str | None = None
+        retry_delay = self.settings.link_timeout
+        while not self._stop.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            while not self._stop.is_set() and self.state is not None:
+                action = self.state.next_action()
+                if self.state.problem != reported:
+                    reported = self.state.problem
+                    if reported:
+                        log.error("not pushing the global model: %s", reported)
+                link = self.link
+                if action is None or link is None:
+                    break
+                try:
+                    if isinstance(action, Push):
+                        await self._push(link, action.model)
+                    else:
+                        await self._pull(link, action.held)
+                    retry_delay = self.settings.link_timeout
+                except LinkError as exc:
+                    log.warning("%s failed: %s; will try again", type(action).__name__, exc)
+                    if not link.closed:  # a lost link is retried when the board is back
+                        await asyncio.sleep(retry_delay)
+                        retry_delay = min(RETRY_MAX, retry_delay * 2)
+                        self._wake.set()
+                    break
+
+    async def _push(self, link: BoardLink, g: GlobalModel) -> None:
+        state = self.state
+        assert state is not None
+        assert state.board is not None
+        boot = state.board.boot_id
+        record = await link.put_model(g.params, g.round)
+        await link.set_params(g.hyper.lr, g.hyper.momentum, g.hyper.local_steps)
+        if link.board is None or link.board.boot_id != boot:
+            raise LinkError("the board rebooted during the push")
+        state.pushed(boot, g)
+        self._save_board_state()
+        log.info(
+            "pushed global round %d (%s) to board %s: %s",
+            g.round,
+            g.sha256[:12],
+            state.board.board_hex,
+            record,
+        )
+        self._publish_status("online")
+
+    async def _pull(self, link: BoardLink, held: Held) -> None:
+        state = self.state
+        assert state is not None
+        params, info = await link.get_model()
+        if link.board is None or link.board.boot_id != held.boot_id:
+            raise LinkError("the board rebooted during the upload")
+        if info.model_round != held.round:
+            log.warning(
+                "board model descends from round %d, expected %d: not uploaded",
+                info.model_round,
+                held.round,
+            )
+            state.pulled(held)
+            return
+        update = ModelUpdate(
+            worker_id=state.worker_id,
+            base_round=info.model_round,
+            local_steps=info.steps_since_global,
+            params=params,
+            upload_id=uuid.uuid4().hex,
+            pipeline=state.board.pipeline_name if state.board else "",
+            loss=state.loss_summary(),
+            created=time.time(),
+        )
+        payload = contract.encode_update(update)
+        topic = self.topics.worker_update(state.worker_id)
+        self._enqueue(Outgoing(topic, payload, "update", update.upload_id))
+        state.pulled(held)
+        self._save_board_state()
+        self.uploads += 1
+        log.info(
+            "update %s: round %d, %d local steps, loss mean %s (%s)",
+            update.upload_id,
+            update.base_round,
+            update.local_steps,
+            f"{update.loss.mean:.4f}" if update.loss.mean is not None else "-",
+            link.transfers[-1] if link.transfers else "",
+        )
+
+    # -- spool of the board's state -------------------------------------------------------
+
+    def _state_path(self) -> Path | None:
+        return self.settings.spool / "board.json" if self.settings.spool else None
+
+    def _save_board_state(self) -> None:
+        path, state = self._state_path(), self.state
+        if path is None or state is None:
+            return
+        obj = {
+            "worker_id": state.worker_id,
+            "held": asdict(state.held) if state.held else None,
+            "uploaded": sorted(state.uploaded)[-16:],
+        }
+        _write_atomic(path, json.dumps(obj).encode())
+
+    def _restore_board_state(self, state: BridgeState) -> None:
+        path = self._state_path()
+        if path is None or not path.exists():
+            return
+        try:
+            obj = json.loads(path.read_text())
+            if obj.get("worker_id") != state.worker_id:
+                return
+            if obj.get("held"):
+                state.held = Held(**obj["held"])
+            state.uploaded = {(int(b), int(r)) for b, r in obj.get("uploaded", [])}
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+
+    # -- the MQTT side --------------------------------------------------------------------
+
+    def _start_mqtt(self) -> None:
+        worker_id = self.worker_id
+        will = contract.encode_worker_status(self._status("offline"))
+        client = mqtt.make_client(
+            self.settings.broker,
+            f"tinyfed-gw-{self.settings.fleet}-{worker_id}"[:64],
+            will_topic=self.topics.worker_status(worker_id),
+            will_payload=will,
+        )
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_message = self._cb_message
+        client.on_publish = self._cb_publish
+        self.client = client
+        mqtt.connect(client, self.settings.broker)
+        client.loop_start()
+        log.info("connecting to %s as worker %s", self.settings.broker, worker_id)
+
+    async def _stop_mqtt(self) -> None:
+        client, self.client = self.client, None
+        if client is None:
+            return
+        if self.mqtt_connected:
+            info = client.publish(
+                self.topics.worker_status(self.worker_id),
+                contract.encode_worker_status(self._status("offline")),
+                qos=1,
+                retain=True,
+            )
+            deadline = time.monotonic() + 2.0
+            while not info.is_published() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        if len(self.outbox):
+            log.warning(
+                "%d message(s) unpublished at exit%s",
+                len(self.outbox),
+                " (updates kept in the spool)" if self.settings.spool else "",
+            )
+        self.mqtt_connected = False  # our own disconnection: no "lost the broker" warning
+        client.disconnect()
+        client.loop_stop()
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
+
+    # paho's thread: hand everything over to the event loop.
+    def _cb_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
+        self._call(self._on_mqtt_connect, rc)
+
+    def _cb_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
+        self._call(self._on_mqtt_disconnect, rc)
+
+    def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._call(self._on_mqtt_message, msg.topic, bytes(msg.payload))
+
+    def _cb_publish(
+        self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any
+    ) -> None:
+        self._call(self._on_mqtt_puback, mid, rc)
+
+    def _on_mqtt_connect(self, rc: ReasonCode) -> None:
+        client = self.client
+        if client is None:
+            return
+        if rc.is_failure:
+            log.error("broker %s refused the connection: %s", self.settings.broker, rc)
+            return
+        self.mqtt_connected = True
+        log.info("connected to %s", self.settings.broker)
+        client.subscribe(self.topics.global_model, qos=1)
+        self._publish_status("online" if self.link is not None else "board-missing")
+        self._flush()
+
+    def _on_mqtt_disconnect(self, rc: ReasonCode) -> None:
+        if self.mqtt_connected:
+            log.warning(
+                "lost the broker %s (%s); %d message(s) buffered, reconnecting",
+                self.settings.broker,
+                rc,
+                len(self.outbox),
+            )
+        self.mqtt_connected = False
+
+    def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
+        if topic != self.topics.global_model:
+            log.warning("ignored a message on unexpected topic %s", topic)
+            return
+        if not payload:
+            log.warning("the retained global model on %s was cleared; keeping the last one", topic)
+            return
+        try:
+            g = contract.decode_global(payload)
+        except ContractError as exc:
+            log.error("rejected a global model on %s (%d bytes): %s", topic, len(payload), exc)
+            return
+        log.info("global model round %d (%s) received", g.round, g.sha256[:12])
+        if self.state is None:
+            self._pending_global = g
+        else:
+            self.state.on_global(g)
+        self._wake.set()
+
+    def _on_mqtt_puback(self, mid: int, rc: ReasonCode) -> None:
+        msg = self.outbox.acked(mid)
+        if msg is not None:
+            if rc.is_failure:
+                log.error("broker refused %s %s on %s: %s", msg.kind, msg.key, msg.topic, rc)
+            elif msg.kind == "update":
+                log.info("update %s delivered to the broker", msg.key)
+        self._flush()
+
+    def _enqueue(self, msg: Outgoing) -> None:
+        self.outbox.add(msg)
+        self._flush()
+
+    def _flush(self) -> None:
+        client = self.client
+        if client is None or not self.mqtt_connected:
+            return
+        while (msg := self.outbox.take()) is not None:
+            info = client.publish(msg.topic, msg.payload, qos=1)
+            self.outbox.handed(msg, info.mid)
+
+    def _status(self, state: Literal["online", "offline", "board-missing"]) -> WorkerStatus:
+        board = self.state.board if self.state else None
+        held = self.state.held if self.state else None
+        return WorkerStatus(
+            worker_id=self.worker_id,
+            state=state,
+            transport=self.settings.device,
+            firmware=board.firmware if board else "",
+            board_id=board.board_hex if board else "",
+            boot_id=board.boot_hex if board else "",
+            pipeline=board.pipeline_name if board else "",
+            model_round=(held.round if held and board and held.boot_id == board.boot_id else None),
+            time=time.time(),
+        )
+
+    def _publish_status(self, state: Literal["online", "offline", "board-missing"]) -> None:
+        client = self.client
+        if client is None or not self.mqtt_connected:
+            return
+        client.publish(
+            self.topics.worker_status(self.worker_id),
+            contract.encode_worker_status(self._status(state)),
+            qos=1,
+            retain=True,
+        )
