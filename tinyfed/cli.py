@@ -12,7 +12,6 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 from tinyfed import __version__
 from tinyfed.errors import UsageError
@@ -55,16 +54,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """Keeps the layout of descriptions and epilogs, and shows every default."""
 
 
-def _import(name: str) -> ModuleType | None:
-    # TODO(lead): transitional while the command modules land; remove once all exist.
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            return None
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the full argument parser from the command modules."""
     parser = argparse.ArgumentParser(
@@ -83,9 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        module = _import(name)
-        if module is not None:
-            module.register(sub)
+        importlib.import_module(name).register(sub)
     if BENCH_MODULES:
         bench = sub.add_parser(
             "bench",
@@ -95,9 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
         for name in BENCH_MODULES:
-            module = _import(name)
-            if module is not None:
-                module.register_bench(bench_sub)
+            importlib.import_module(name).register_bench(bench_sub)
     return parser
 
 
