@@ -76,6 +76,9 @@ class Device {
 
   // Read-only views for ports and tests.
   link::State state() const { return state_; }
+  // True while a READ is still being answered (the next poll() sends more chunks): a main
+  // loop that sleeps between polls should not sleep then.
+  bool output_pending() const { return read_left_ > 0; }
   uint8_t leds() const { return leds_; }
   uint32_t boot_id() const { return boot_id_; }
   uint32_t model_round() const { return model_round_; }

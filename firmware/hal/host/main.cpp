@@ -271,8 +271,9 @@ int main(int argc, char** argv) {
     pfd.events = POLLIN;
     if (use_pty && hal.tx_pending()) pfd.events |= POLLOUT;
     pfd.revents = 0;
-    if (!hal.link_eof()) poll(&pfd, 1, kLoopMs);
-    else poll(nullptr, 0, kLoopMs);
+    const int wait_ms = device.output_pending() ? 0 : kLoopMs;  // a READ in progress: no idling
+    if (!hal.link_eof()) poll(&pfd, 1, wait_ms);
+    else poll(nullptr, 0, wait_ms);
     user.poll(hal, device);
     device.poll();
     if (!use_pty && hal.link_eof()) break;  // stdin closed: the peer is gone
