@@ -505,8 +505,10 @@ class Bridge:
         assert state is not None
         assert state.board is not None
         boot = state.board.boot_id
-        record = await link.put_model(g.params, g.round)
+        # Hyper-parameters first: a user may press the button the instant the model is applied,
+        # and that step must already use the global model's learning rate and momentum.
         await link.set_params(g.hyper.lr, g.hyper.momentum, g.hyper.local_steps)
+        record = await link.put_model(g.params, g.round)
         if link.board is None or link.board.boot_id != boot:
             raise LinkError("the board rebooted during the push")
         state.pushed(boot, g)

@@ -334,12 +334,17 @@ class Peer:
         self.client.loop_stop()
 
     def publish_global(
-        self, round: int, params: model.F32, local_steps: int = 3, pipeline: str = "centroid"
+        self,
+        round: int,
+        params: model.F32,
+        local_steps: int = 3,
+        pipeline: str = "centroid",
+        lr: float = 0.1,
     ) -> contract.GlobalModel:
         g = contract.GlobalModel(
             round=round,
             params=params,
-            hyper=contract.HyperParams(lr=0.1, momentum=0.9, local_steps=local_steps),
+            hyper=contract.HyperParams(lr=lr, momentum=0.9, local_steps=local_steps),
             pipeline=pipeline,
             created=time.time(),
         )

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from link_support import Gateway, Peer, write_script
+from link_support import Gateway, Peer, write_clip, write_script
 
 from tinyfed import model
 from tinyfed.broker import Mosquitto
+from tinyfed.data.wav import read_wav
+from tinyfed.features import get_pipeline
 from tinyfed.virtual_board import VirtualBoard, build_virtual_board
 
 BOARD_ARGS = ["--record-ms", "50"]
@@ -157,3 +159,30 @@ def test_a_killed_gateway_leaves_its_last_will_offline(
         assert late.statuses()[0].state == "offline"
     finally:
         late.close()
+
+
+def test_the_board_trains_with_the_hyper_parameters_of_the_global_model(
+    binary: Path, broker: Mosquitto, fleet: str, peer: Peer, tmp_path: Path
+) -> None:
+    # Prepare: the board boots with lr 0.05; the global model says lr 0.3. The user presses
+    # as soon as the model is applied ("wait model").
+    g = peer.publish_global(4, model.init_params(seed=4), local_steps=1, lr=0.3, pipeline="paper")
+    folder = tmp_path / "user"
+    folder.mkdir()
+    clip = write_clip(folder / "clip.wav", 1)
+    script = folder / "script.txt"
+    script.write_text(f"hold 30\nwait model\npress D3 {clip.name}\n")
+    args = [*BOARD_ARGS, "--lr", "0.05", "--pipeline", "paper"]
+    with VirtualBoard(script, binary=binary, extra_args=args) as board:
+        gw = Gateway(tmp_path, *gateway_args(board, broker, fleet, "--worker-id", "w2"))
+        try:
+            # Execute
+            peer.wait("an update", lambda p: len(p.of_kind("update")) >= 1, timeout=20)
+        finally:
+            gw.stop()
+    # Assert: the uploaded model is exactly one step at lr 0.3 on that clip.
+    (update,) = peer.updates()
+    x = get_pipeline("paper").compute(read_wav(clip))
+    trainer = model.Trainer(g.params, lr=0.3, momentum=0.9)
+    trainer.step(x, 1)
+    np.testing.assert_allclose(update.params, trainer.params, atol=1e-5, rtol=0)
