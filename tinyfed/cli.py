@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tinyfed.features.cli",
     "tinyfed.model_cli",
     "tinyfed.experiments",
+    "tinyfed.fleet.cli",
     "aggregator.cli",
     "gateway.cli",
     "tinyfed.broker_cli",
@@ -40,11 +41,14 @@ workflow:
        tinyfed model init --out init.bin
        tinyfed train --features X.npy --labels Y.npy --init init.bin --out m.bin
        tinyfed eval m.bin --features Xtest.npy --labels Ytest.npy
-  4. reproduce the paper's single-board figures
+  4. reproduce the paper's figures (fig5, fig6 on one board; fig7, fig8 on two)
        tinyfed experiment fig5
-  5. run a fleet: one aggregator, one gateway per board
-       tinyfed aggregator --broker mqtt://localhost:1883 --fleet demo
-       tinyfed gateway --device serial://auto --broker mqtt://localhost:1883 --fleet demo
+  5. see a whole fleet learn on this machine (virtual boards, gateways, broker, aggregator)
+       tinyfed demo
+  6. run a real fleet: one aggregator, one gateway per board; watch it
+       tinyfed aggregator --broker mqtt://localhost:1883 --fleet home
+       tinyfed gateway --device serial://auto --broker mqtt://localhost:1883 --fleet home
+       tinyfed monitor --broker mqtt://localhost:1883 --fleet home
 
 Run `tinyfed COMMAND --help` for the details of each step.
 """

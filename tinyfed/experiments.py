@@ -225,15 +225,36 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``tinyfed experiment``."""
     p = sub.add_parser(
         "experiment",
-        help="reproduce the paper's single-board figures (Fig. 5, Fig. 6)",
+        help="reproduce the paper's figures (Fig. 5, 6 on one board; Fig. 7, 8 on two)",
         description=__doc__,
         epilog="examples:\n"
         "  tinyfed experiment fig5                      # both pipelines, 5 speaking orders\n"
         "  tinyfed experiment fig6 --pipeline paper     # the paper's features only\n"
-        "  tinyfed experiment fig6 --out runs/fig6 --per-word 200",
+        "  tinyfed experiment fig6 --out runs/fig6 --per-word 200\n"
+        "  tinyfed experiment fig7 --orders 3          # two boards, IID, full stack\n"
+        "  tinyfed experiment fig8 --orders 3          # non-IID: FedAvg against FedAvgM\n"
+        "  tinyfed experiment fig5 --full-stack        # one virtual board through the stack",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("name", choices=sorted(EXPERIMENTS), help="which figure")
+    p.add_argument(
+        "name",
+        choices=("fig5", "fig6", "fig7", "fig8"),
+        help="which figure; fig7 and fig8 (two boards) always run through the full stack",
+    )
+    p.add_argument(
+        "--full-stack",
+        action="store_true",
+        help="run fig5/fig6 on virtual boards, gateways, Mosquitto and the aggregator "
+        "instead of the reference network (docs/results.md)",
+    )
+    p.add_argument(
+        "--strategies",
+        help="full stack: aggregation strategies, comma-separated "
+        "(default: the figure's; fig8 compares fedavg with fedavgm)",
+    )
+    p.add_argument(
+        "--orders", type=int, default=1, help="full stack: speaking orders to run (seeds 0..N-1)"
+    )
     p.add_argument("--out", type=Path, help="output folder (default: runs/NAME)")
     p.add_argument(
         "--pipeline",
@@ -256,6 +277,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.full_stack or args.name not in EXPERIMENTS:
+        # The fleet (processes, MQTT) is imported only for the runs that need it.
+        from tinyfed.fleet import experiments as fleet_experiments  # noqa: PLC0415
+
+        return fleet_experiments.command(args)
     exp = EXPERIMENTS[args.name]
     names = [n.strip() for n in args.pipeline.split(",") if n.strip()]
     for n in names:

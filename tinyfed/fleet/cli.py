@@ -1,0 +1,293 @@
+"""``tinyfed demo``, ``tinyfed monitor`` and ``tinyfed plot``: a fleet on one machine, watched.
+
+Run on its own (before it is listed in ``tinyfed.cli``) as ``python -m tinyfed.fleet.cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tinyfed import contract
+from tinyfed.data import dataset as ds
+from tinyfed.errors import UsageError
+from tinyfed.features import pipelines
+from tinyfed.fleet import report
+from tinyfed.fleet.corpus import DEFAULT_CORPUS_DIR, HeldOut, parse_words
+from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
+from tinyfed.fleet.recorder import Recorder
+from tinyfed.fleet.runner import RunPlan, execute, prepare
+from tinyfed.mqtt import parse_broker_url
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("fedavg", "fedavgm", "median", "trimmed-mean")
+
+DEMO_DESCRIPTION = """\
+A whole federated keyword-spotting fleet on this machine, nothing to set up: a private
+Mosquitto on a free port (unless --broker), the aggregator, N virtual boards (the firmware's
+core on the host, on pseudo-terminals), one gateway per board, and a scripted user per board
+who presses the keyword buttons and speaks synthesized words from its own training voices.
+Every board trains on the board, its gateway uploads its model every --local-steps steps, the
+aggregator averages and publishes the global model, the gateways push it back.
+
+The dashboard shows each board's loss curve (a tick at every averaging), the round progress,
+and the held-out accuracy of the global model (and of each board's own model) on test voices
+that no board heard. Ctrl-C stops every process it started. At the end, the report folder
+holds global.bin (the final global model, 41,868 bytes in the board's layout), metrics.json
+(per round: participants, loss, held-out accuracy), losses.json, loss.png and accuracy.png.
+"""
+
+DEMO_EPILOG = """\
+examples:
+  tinyfed demo                                   # 2 boards, 10 rounds of 10 steps, ~45 s
+  tinyfed demo --non-iid                         # each keyword spoken to one board only
+  tinyfed demo --non-iid --strategy fedavgm      # the same with server momentum
+  tinyfed demo --words montserrat,pedraforca,silence --boards 3 --rounds 8
+  tinyfed demo --broker mqtt://localhost:1883    # on your broker; watch with
+      mosquitto_sub -v -t 'tinyfed/+/workers/+/loss'
+"""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``tinyfed demo``, ``tinyfed monitor`` and ``tinyfed plot``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "demo",
+        help="run a whole fleet here (virtual boards, gateways, broker, aggregator), live",
+        description=DEMO_DESCRIPTION,
+        epilog=DEMO_EPILOG,
+        formatter_class=fmt,
+    )
+    p.add_argument("--boards", type=_positive, default=2, help="virtual boards (default 2)")
+    p.add_argument("--rounds", type=_positive, default=10, help="rounds to run (default 10)")
+    p.add_argument(
+        "--local-steps", type=_positive, default=10, help="steps per board per round (default 10)"
+    )
+    p.add_argument(
+        "--words",
+        default="vermell,verd,blau",
+        help="the three classes, D2,D3,D4; 'silence' for noise only (default vermell,verd,blau)",
+    )
+    p.add_argument(
+        "--non-iid",
+        action="store_true",
+        help="each keyword spoken to one board only (silence to all), as the paper's Fig. 8",
+    )
+    p.add_argument("--strategy", choices=STRATEGIES, default="fedavg", help="default fedavg")
+    p.add_argument(
+        "--pipeline",
+        choices=sorted(pipelines.PIPELINES),
+        default=pipelines.DEFAULT_PIPELINE,
+        help=f"feature pipeline of the boards (default {pipelines.DEFAULT_PIPELINE})",
+    )
+    p.add_argument("--lr", type=float, default=0.3, help="boards' learning rate (default 0.3)")
+    p.add_argument("--momentum", type=float, default=0.9, help="boards' momentum (default 0.9)")
+    p.add_argument("--broker", metavar="URL", help="use this broker instead of a private Mosquitto")
+    p.add_argument(
+        "--report", type=Path, default=Path("runs/demo"), help="report folder (runs/demo)"
+    )
+    p.add_argument("--no-dashboard", action="store_true", help="log lines instead of the live view")
+    more = p.add_argument_group("corpus and pace")
+    more.add_argument(
+        "--per-word", type=_positive, default=150, help="clips per class to synthesize (150)"
+    )
+    more.add_argument("--seed", type=int, default=0, help="corpus and speaking-order seed (0)")
+    more.add_argument(
+        "--corpus-dir", type=Path, default=DEFAULT_CORPUS_DIR, help="corpus cache (runs/corpus)"
+    )
+    more.add_argument(
+        "--record-ms",
+        type=_positive,
+        default=200,
+        help="how long a virtual board records after a press (200; a real board: 1000)",
+    )
+    more.add_argument("--fleet", help="fleet name (default demo-XXXXXX, random)")
+    more.add_argument(
+        "--timeout", type=float, help="give up after this many seconds (default 60 + 60/round)"
+    )
+    p.set_defaults(func=cmd_demo)
+
+    m = subparsers.add_parser(
+        "monitor",
+        help="the live dashboard of a fleet, from its MQTT topics only",
+        description=(
+            "Watch a fleet (real boards or virtual) from its MQTT topics alone: per-board loss "
+            "curves, round progress, and with --test-corpus the held-out accuracy of every "
+            "global model. --record DIR writes the report (metrics.json, losses.json, "
+            "global.bin, figures) when you stop it with Ctrl-C."
+        ),
+        epilog="example:\n  tinyfed monitor --broker mqtt://localhost:1883 --fleet home "
+        "--test-corpus runs/corpus/fig6-n300-s0 --record runs/home",
+        formatter_class=fmt,
+    )
+    m.add_argument("--broker", metavar="URL", required=True, help="mqtt://HOST:PORT")
+    m.add_argument("--fleet", required=True, help="fleet name")
+    m.add_argument("--prefix", default=contract.DEFAULT_PREFIX, help="topic prefix (tinyfed)")
+    m.add_argument(
+        "--test-corpus",
+        type=Path,
+        help="a corpus folder (Speech Commands layout) whose test split scores global models",
+    )
+    m.add_argument("--record", type=Path, help="write the report here when stopped")
+    m.add_argument("--no-dashboard", action="store_true", help="log lines instead of the live view")
+    m.add_argument("--duration", type=float, help="stop after this many seconds")
+    m.set_defaults(func=cmd_monitor)
+
+    pl = subparsers.add_parser(
+        "plot",
+        help="draw the figures of a recorded run (tinyfed demo --report, monitor --record)",
+        description="Draw loss.png and accuracy.png from a run folder's metrics.json and "
+        "losses.json.",
+        formatter_class=fmt,
+    )
+    pl.add_argument("runs", nargs="+", type=Path, help="run folders")
+    pl.set_defaults(func=cmd_plot)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``tinyfed demo``."""
+    words, silence = parse_words(args.words)
+    if args.broker:
+        parse_broker_url(args.broker)
+    extra: dict[str, Any] = {"fleet": args.fleet} if args.fleet else {}
+    plan = RunPlan(
+        title="tinyfed demo",
+        words=words,
+        silence=silence,
+        boards=args.boards,
+        rounds=args.rounds,
+        local_steps=args.local_steps,
+        non_iid=args.non_iid,
+        strategy=args.strategy,
+        pipeline=args.pipeline,
+        lr=args.lr,
+        momentum=args.momentum,
+        broker=args.broker,
+        corpus_dir=args.corpus_dir,
+        per_word=args.per_word,
+        seed=args.seed,
+        record_ms=args.record_ms,
+        **extra,
+    )
+    t0 = time.monotonic()
+    prepared = prepare(plan)
+    result = execute(
+        prepared,
+        args.report,
+        dashboard=False if args.no_dashboard else None,
+        timeout=args.timeout,
+    )
+    m = result.metrics
+    final = m.get("final") or {}
+    closed = sum(1 for r in m.get("rounds", []) if r["outcome"] == "closed")
+    print(
+        f"{closed} rounds closed in {time.monotonic() - t0:.1f} s; global model round "
+        f"{final.get('round')}: held-out accuracy {_fmt(final.get('accuracy'))} "
+        f"(start {_fmt((m.get('initial') or {}).get('accuracy'))}) on "
+        f"{m.get('held_out_clips')} clips of unseen voices"
+    )
+    print(f"report: {args.report}/ (global.bin, metrics.json, losses.json, loss.png, accuracy.png)")
+    return 0 if result.completed else 1
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """``tinyfed monitor``."""
+    broker = parse_broker_url(args.broker)
+    try:
+        topics = contract.Topics(args.fleet, args.prefix)
+    except contract.ContractError as exc:
+        raise UsageError(str(exc)) from exc
+    held_out = None
+    if args.test_corpus is not None:
+        held_out = HeldOut(ds.load(args.test_corpus, splits=("test",)))
+    recorder = Recorder(broker, topics, held_out=held_out)
+    info = DashboardInfo(
+        title="tinyfed monitor", broker=str(broker), held_out=len(held_out) if held_out else None
+    )
+    dash = Dashboard(info, live=False if args.no_dashboard else None)
+    t0 = time.monotonic()
+    recorder.start()
+    try:
+        while args.duration is None or time.monotonic() - t0 < args.duration:
+            dash.update(recorder.snapshot())
+            time.sleep(0.25)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        recorder.stop()
+        snap = recorder.snapshot()
+        dash.close(snap)
+    if args.record is not None:
+        latest = snap.latest_global
+        run_info = report.RunInfo(
+            title=f"fleet {args.fleet}",
+            strategy=snap.aggregator.strategy if snap.aggregator else "",
+            pipeline=latest.pipeline if latest else "",
+            classes=tuple(held_out.test.classes) if held_out else (),
+            non_iid=False,
+            rounds=None,
+            local_steps=latest.local_steps if latest else None,
+            lr=latest.lr if latest else None,
+            momentum=latest.momentum if latest else None,
+            boards=tuple({"worker": w.worker_id, "name": w.name} for w in snap.workers),
+            held_out_clips=len(held_out) if held_out else None,
+        )
+        report.write(args.record, snap, run_info, wall_time_s=round(time.monotonic() - t0, 2))
+        print(f"report: {args.record}/")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``tinyfed plot``."""
+    for folder in args.runs:
+        paths = report.plot_run(folder)
+        m, _ = report.load(folder)
+        rows = [
+            f"  round {r['round']}: {r['outcome']}, "
+            f"{len(r['participants'])} participants, accuracy {_fmt(r['accuracy'])}"
+            for r in m["rounds"]
+        ]
+        print(f"{folder}: " + ", ".join(str(p) for p in paths))
+        print("\n".join(rows))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``demo``, ``monitor`` or ``plot`` without the main ``tinyfed`` command."""
+    parser = argparse.ArgumentParser(prog="tinyfed")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose > 1 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted: every process stopped", file=sys.stderr)
+        return 130
+    except UsageError as exc:
+        print(f"tinyfed {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The keyword corpus of a fleet run (synthesized once, cached) and its held-out test voices."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from tinyfed import model
+from tinyfed.data import dataset as ds
+from tinyfed.data import synth
+from tinyfed.errors import UsageError
+from tinyfed.features import pipelines
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CORPUS_DIR = Path("runs/corpus")  #: the cache shared with ``tinyfed experiment``
+SILENCE_ALIASES = ("silence", "_silence")  #: how ``--words`` names the noise-only class
+
+
+def parse_words(text: str) -> tuple[tuple[str, ...], bool]:
+    """``"montserrat,pedraforca,silence"`` -> ``(("montserrat", "pedraforca"), True)``.
+
+    Exactly three classes (the board's three buttons); ``silence`` (or ``_silence``) is the
+    noise-only class and comes last whatever its position.
+    """
+    names = [w.strip().lower() for w in text.split(",") if w.strip()]
+    silence = any(n in SILENCE_ALIASES for n in names)
+    words = tuple(n for n in names if n not in SILENCE_ALIASES)
+    if len(words) + int(silence) != 3 or len(set(words)) != len(words):
+        raise UsageError(
+            f"--words needs three different classes (the board's D2, D3, D4), got {text!r};"
+            " e.g. vermell,verd,blau or montserrat,pedraforca,silence"
+        )
+    return words, silence
+
+
+def classes_of(words: tuple[str, ...], silence: bool) -> list[str]:
+    """Class names in label order."""
+    return [*words, *([synth.SILENCE_CLASS] if silence else [])]
+
+
+def ensure_corpus(
+    words: tuple[str, ...],
+    silence: bool,
+    root: Path = DEFAULT_CORPUS_DIR,
+    *,
+    per_word: int,
+    seed: int = 0,
+    name: str | None = None,
+) -> Path:
+    """The corpus folder for these words, synthesized on first use and reused afterwards.
+
+    ``name`` overrides the folder name (``tinyfed experiment`` caches ``fig5-n300-s0``, which a
+    full-stack run of the same figure reuses).
+    """
+    folder = root / (
+        name or "-".join([*words, *(["silence"] if silence else []), f"n{per_word}", f"s{seed}"])
+    )
+    if (folder / synth.MANIFEST_FILE).is_file():
+        log.info("reusing the corpus in %s", folder)
+        return folder
+    log.info("synthesizing %d clips per class into %s", per_word, folder)
+    synth.synthesize(
+        synth.SynthConfig(
+            words=words, out=folder, per_word=per_word, seed=seed, silence=silence, force=True
+        )
+    )
+    return folder
+
+
+class HeldOut:
+    """The test voices of a corpus: scores models with the Python reference of a pipeline.
+
+    Features are computed once per pipeline (the first time it is asked for, or up front with
+    :meth:`prepare`), so scoring a model is one forward pass over the test clips.
+    """
+
+    def __init__(self, test: ds.Dataset) -> None:
+        if not len(test):
+            raise UsageError(f"the corpus in {test.root} has no test clips")
+        self.test = test
+        self.labels: npt.NDArray[np.int64] = np.asarray(test.labels)
+        self._features: dict[str, model.F32] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def prepare(self, pipeline: str) -> HeldOut:
+        """Compute the features of ``pipeline`` now; return self."""
+        self.features(pipeline)
+        return self
+
+    def features(self, pipeline: str) -> model.F32:
+        """The test clips' features under ``pipeline`` (cached)."""
+        with self._lock:
+            if pipeline not in self._features:
+                pipe = pipelines.get_pipeline(pipeline)
+                self._features[pipeline] = pipe.compute_batch(self.test.audio)
+            return self._features[pipeline]
+
+    def accuracy(self, params: model.F32, pipeline: str) -> float:
+        """Fraction of test clips whose highest output is their class."""
+        predicted = model.predict(model.forward(params, self.features(pipeline)))
+        return float(np.mean(predicted == self.labels))
