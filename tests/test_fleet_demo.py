@@ -33,7 +33,7 @@ def demo_command(report: Path, corpus: Path, fleet: str, rounds: int) -> list[st
     return [
         sys.executable,
         "-m",
-        "tinyfed.fleet.cli",
+        "tinyfed.cli",
         "demo",
         "--boards",
         "2",

@@ -12,6 +12,7 @@ import pytest
 
 from tinyfed import contract, model
 from tinyfed.broker import Mosquitto
+from tinyfed.cli import main as fleet_main
 from tinyfed.contract import (
     GlobalModel,
     HyperParams,
@@ -25,7 +26,6 @@ from tinyfed.contract import (
 )
 from tinyfed.data import dataset as ds
 from tinyfed.fleet import report
-from tinyfed.fleet.cli import main as fleet_main
 from tinyfed.fleet.corpus import HeldOut
 from tinyfed.fleet.recorder import Recorder
 from tinyfed.mqtt import connect, make_client, parse_broker_url

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -267,27 +265,3 @@ def cmd_plot(args: argparse.Namespace) -> int:
         print(f"{folder}: " + ", ".join(str(p) for p in paths))
         print("\n".join(rows))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``demo``, ``monitor`` or ``plot`` without the main ``tinyfed`` command."""
-    parser = argparse.ArgumentParser(prog="tinyfed")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted: every process stopped", file=sys.stderr)
-        return 130
-    except UsageError as exc:
-        print(f"tinyfed {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
