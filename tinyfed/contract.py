@@ -164,7 +164,7 @@ class GlobalModel:
         return model.sha256(self.params)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LossSummary:
     """Summary of the local steps behind an update."""
 
@@ -221,7 +221,7 @@ class WorkerStatus:
     time: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """An update the aggregator refused, and why."""
 
@@ -230,7 +230,7 @@ class Rejection:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Participant:
     """A worker whose update entered a round's aggregate."""
 
