@@ -66,16 +66,29 @@ def check_params(params: npt.NDArray[np.generic]) -> F32:
     return arr.astype(np.float32, copy=False)
 
 
+def _le_view(params: F32) -> F32:
+    """The checked parameters as contiguous little-endian float32 (no copy where possible)."""
+    arr = check_params(params)
+    return np.ascontiguousarray(arr, dtype="<f4")
+
+
 def to_bytes(params: F32) -> bytes:
     """Serialise a model to the board's 41,868-byte little-endian layout."""
-    return check_params(params).astype("<f4").tobytes()
+    return _le_view(params).tobytes()
 
 
 def from_bytes(data: bytes) -> F32:
-    """Parse a 41,868-byte model; raise :class:`ModelError` on a wrong size or non-finite value."""
+    """Parse a 41,868-byte model; raise :class:`ModelError` on a wrong size or non-finite value.
+
+    On a little-endian host the result is a read-only view of ``data`` (no copy: the aggregator
+    decodes thousands of these); copy it before changing it in place.
+    """
     if len(data) != MODEL_BYTES:
         raise ModelError(f"model is {len(data)} bytes, expected {MODEL_BYTES}")
-    return check_params(np.frombuffer(data, dtype="<f4").astype(np.float32))
+    arr = np.frombuffer(data, dtype="<f4")
+    if arr.dtype != np.float32:  # a big-endian host: convert to native order
+        arr = arr.astype(np.float32)
+    return check_params(arr)
 
 
 def save(params: F32, path: str | Path) -> None:
@@ -101,12 +114,12 @@ def load(path: str | Path) -> F32:
 
 def crc32(params: F32) -> int:
     """CRC-32 (IEEE, as zlib) of the model bytes: the link's end-to-end checksum."""
-    return zlib.crc32(to_bytes(params)) & 0xFFFFFFFF
+    return zlib.crc32(_le_view(params).data.cast("B")) & 0xFFFFFFFF
 
 
 def sha256(params: F32) -> str:
-    """Hex SHA-256 of the model bytes: the MQTT contract's checksum."""
-    return hashlib.sha256(to_bytes(params)).hexdigest()
+    """Hex SHA-256 of the model bytes: the MQTT contract's checksum (hashed without a copy)."""
+    return hashlib.sha256(_le_view(params).data.cast("B")).hexdigest()
 
 
 def _split(params: F32) -> tuple[F32, F32]:
