@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 5.0  #: seconds between SIGTERM and SIGKILL
 STAGE_BROKER, STAGE_AGGREGATOR, STAGE_BOARD, STAGE_GATEWAY = 1, 2, 3, 4
+
+
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """Ctrl-C or SIGTERM asked the fleet to stop (see :meth:`Fleet.wait_rounds`)."""
 
 
 class FleetError(TinyfedError):
@@ -436,15 +441,19 @@ class Fleet:
         timeout: float,
         tick: Callable[[], None] | None = None,
         interval: float = 0.25,
+        stop: threading.Event | None = None,
     ) -> None:
         """Wait until the global model of round ``rounds`` is out (``rounds`` rounds closed).
 
         Calls ``tick`` every ``interval`` seconds (the dashboard). Raises :class:`FleetError`
-        if a process dies or the time runs out.
+        if a process dies or the time runs out, and :class:`StopRequested` once ``stop`` is
+        set (by a signal handler: the wait ends at a known point, never inside a lock).
         """
         assert self.recorder is not None
         deadline = time.monotonic() + timeout
         while True:
+            if stop is not None and stop.is_set():
+                raise StopRequested("stop requested")
             if tick is not None:
                 tick()
             self.registry.check()
@@ -459,7 +468,10 @@ class Fleet:
                         f"  {c.name}:\n{log_tail(c.log_path, 6)}" for c in self.registry.children
                     )
                 )
-            time.sleep(interval)
+            if stop is not None:
+                stop.wait(interval)
+            else:
+                time.sleep(interval)
 
     def processes(self) -> list[dict[str, object]]:
         """Name, pid and log of every running child (for the run's record)."""

@@ -13,6 +13,7 @@ import logging
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from tinyfed.fleet import report
 from tinyfed.fleet import scenario as sc
 from tinyfed.fleet.corpus import HeldOut, classes_of, ensure_corpus
 from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
-from tinyfed.fleet.orchestrator import Fleet, FleetConfig
+from tinyfed.fleet.orchestrator import Fleet, FleetConfig, StopRequested
 from tinyfed.fleet.recorder import Snapshot
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,30 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _signals_request_stop(stop: threading.Event) -> Iterator[None]:
+    """While the fleet runs, Ctrl-C and SIGTERM only set ``stop``.
+
+    An exception raised by a signal lands wherever the main thread happens to be (inside the
+    recorder's lock, a logging call...), which can hang the teardown; a flag is checked by
+    :meth:`Fleet.wait_rounds` at a known point instead.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
 def _logs_to(path: Path | None) -> Iterator[None]:
     """Send the root logger's output to ``path`` while the live dashboard owns the terminal."""
     if path is None:
@@ -246,15 +271,18 @@ def execute(
                     f"{len(s.boards)} boards, {s.rounds} rounds of {s.local_steps} steps; "
                     f"logs in {fleet.logs}\n"
                 )
-            fleet.wait_rounds(
-                s.rounds,
-                timeout=limit,
-                tick=lambda: dash.update(recorder.snapshot()) if dash else None,
-            )
+            stop = threading.Event()
+            with _signals_request_stop(stop):
+                fleet.wait_rounds(
+                    s.rounds,
+                    timeout=limit,
+                    tick=lambda: dash.update(recorder.snapshot()) if dash else None,
+                    stop=stop,
+                )
             completed = True
             if live:  # the last frame while everything is still online
                 dash.update(recorder.snapshot(), force=True)
-        except (KeyboardInterrupt, Interrupted) as exc:
+        except (KeyboardInterrupt, Interrupted, StopRequested) as exc:
             interrupted = exc
         finally:
             fleet.stop()
