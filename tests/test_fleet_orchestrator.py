@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -90,3 +93,45 @@ def test_children_do_not_get_the_terminals_ctrl_c(tmp_path: Path) -> None:
     finally:
         registry.stop_all()
     assert not alive(child.pid)
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from tinyfed.fleet.orchestrator import ProcessRegistry
+registry = ProcessRegistry(grace=0.5)
+folder = Path(sys.argv[1])
+a = registry.spawn("a", ["sleep", "60"], stage=1, log_path=folder / "a.log")
+b = registry.spawn("b", ["sh", "-c", "sleep 60 & wait"], stage=2, log_path=folder / "b.log")
+print(a.pid, b.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_children_are_stopped_when_the_parent_is_killed(tmp_path: Path) -> None:
+    # Prepare: a parent that started two process groups (one with a grandchild)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    pgids = [int(x) for x in parent.stdout.readline().split()]
+    time.sleep(0.3)  # the grandchild starts
+    assert all(pids_of_group(g) for g in pgids)
+    # Execute: the parent dies without any chance to clean up
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    # Assert: the watchdog stops both groups, grandchild included
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pids_of_group(g) for g in pgids):
+        time.sleep(0.1)
+    assert [pids_of_group(g) for g in pgids] == [[], []]
+
+
+def test_a_clean_stop_leaves_no_watchdog_behind(tmp_path: Path) -> None:
+    registry = ProcessRegistry(grace=0.5)
+    registry.spawn("a", ["sleep", "60"], stage=1, log_path=tmp_path / "a.log")
+    dog = registry._watchdog
+    assert dog is not None
+    registry.stop_all()
+    registry.close_watchdog()
+    assert dog.poll() == 0

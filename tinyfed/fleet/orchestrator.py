@@ -102,6 +102,38 @@ class ProcessRegistry:
 
     grace: float = DEFAULT_GRACE_S
     children: list[Child] = field(default_factory=list)
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def _watch(self, pgid: int) -> None:
+        """Tell the watchdog (started on first use) about a group: +PGID watch, -PGID forget.
+
+        The watchdog (:mod:`tinyfed.fleet.watchdog`) stops every watched group if this
+        process dies without stopping them itself, even by SIGKILL.
+        """
+        if self._watchdog is None:
+            if pgid < 0:
+                return
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-m", "tinyfed.fleet.watchdog"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        assert self._watchdog.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._watchdog.stdin.write(f"{pgid}\n".encode())
+            self._watchdog.stdin.flush()
+
+    def close_watchdog(self) -> None:
+        """Let the watchdog exit (after :meth:`stop_all`, nothing is left for it to stop)."""
+        dog, self._watchdog = self._watchdog, None
+        if dog is None:
+            return
+        if dog.stdin is not None:
+            with contextlib.suppress(BrokenPipeError):
+                dog.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            dog.wait(timeout=5)
 
     def spawn(
         self,
@@ -127,6 +159,7 @@ class ProcessRegistry:
             )
         child = Child(name, stage, log_path, proc=proc, pid=proc.pid)
         self.children.append(child)
+        self._watch(proc.pid)
         log.debug("started %s (pid %d): %s", name, proc.pid, " ".join(argv))
         return child
 
@@ -135,6 +168,7 @@ class ProcessRegistry:
         assert board.pid is not None
         child = Child(name, stage, board.stderr_path, board=board, pid=board.pid)
         self.children.append(child)
+        self._watch(board.pid)
         return child
 
     @property
@@ -170,6 +204,7 @@ class ProcessRegistry:
                 # the group too: a child's own children must not outlive it
                 c.signal_group(signal.SIGKILL)
                 c.reap()
+                self._watch(-c.pid)
         self.children.clear()
 
 
@@ -396,6 +431,7 @@ class Fleet:
                 self._clear_retained()
             self.registry.children = broker
             self.registry.stop_all()
+            self.registry.close_watchdog()
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
