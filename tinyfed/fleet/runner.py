@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -152,35 +152,12 @@ class Interrupted(Exception):  # noqa: N818 - it is a signal, not an error of ou
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(f"signal {signum}")
-
+def _handling(
+    signals: tuple[signal.Signals, ...], handler: Callable[[int, FrameType | None], None]
+) -> Iterator[None]:
+    """Install ``handler`` for ``signals`` while the block runs (a no-op off the main thread)."""
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _signals_request_stop(stop: threading.Event) -> Iterator[None]:
-    """While the fleet runs, Ctrl-C and SIGTERM only set ``stop``.
-
-    An exception raised by a signal lands wherever the main thread happens to be (inside the
-    recorder's lock, a logging call...), which can hang the teardown; a flag is checked by
-    :meth:`Fleet.wait_rounds` at a known point instead.
-    """
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, handler) for sig in signals}
     except ValueError:  # not the main thread
         yield
         return
@@ -189,6 +166,25 @@ def _signals_request_stop(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+def _sigterm_interrupts() -> contextlib.AbstractContextManager[None]:
+    """SIGTERM raises :class:`Interrupted` (while the fleet starts: stop like a Ctrl-C)."""
+    return _handling((signal.SIGTERM,), _raise_interrupted)
+
+
+def _signals_request_stop(stop: threading.Event) -> contextlib.AbstractContextManager[None]:
+    """While the fleet runs, Ctrl-C and SIGTERM only set ``stop``.
+
+    An exception raised by a signal lands wherever the main thread happens to be (inside the
+    recorder's lock, a logging call...), which can hang the teardown; a flag is checked by
+    :meth:`Fleet.wait_rounds` at a known point instead.
+    """
+    return _handling((signal.SIGINT, signal.SIGTERM), lambda signum, frame: stop.set())
 
 
 @contextlib.contextmanager
