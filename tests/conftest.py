@@ -1,13 +1,17 @@
-"""Shared fixtures: a private Mosquitto per test session, unique fleet names per test."""
+"""Shared fixtures: a private Mosquitto per test session, unique fleet names per test, the
+compiled virtual board, and a scripted MQTT peer of the test's fleet."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from link_support import Peer
 
 from tinyfed.broker import Mosquitto
+from tinyfed.virtual_board import build_virtual_board
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +35,17 @@ def own_broker() -> Iterator[Mosquitto]:
 def fleet() -> str:
     """A fleet name unique to the test, so tests sharing a broker never see each other."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def binary() -> Path:
+    """The virtual board, built once per session (``make -C firmware host``)."""
+    return build_virtual_board()
+
+
+@pytest.fixture
+def peer(broker: Mosquitto, fleet: str) -> Iterator[Peer]:
+    """A scripted MQTT peer of the test's fleet: publishes global models, records the rest."""
+    p = Peer(broker.url, fleet)
+    yield p
+    p.close()

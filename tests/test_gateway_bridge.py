@@ -7,7 +7,6 @@ what the gateway publishes (status, loss events, updates).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +17,9 @@ from tinyfed import model
 from tinyfed.broker import Mosquitto
 from tinyfed.data.wav import read_wav
 from tinyfed.features import get_pipeline
-from tinyfed.virtual_board import VirtualBoard, build_virtual_board
+from tinyfed.virtual_board import VirtualBoard
 
 BOARD_ARGS = ["--record-ms", "50"]
-
-
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    return build_virtual_board()
-
-
-@pytest.fixture
-def peer(broker: Mosquitto, fleet: str) -> Iterator[Peer]:
-    p = Peer(broker.url, fleet)
-    yield p
-    p.close()
 
 
 def gateway_args(board: VirtualBoard, broker: Mosquitto, fleet: str, *more: str) -> list[str]:

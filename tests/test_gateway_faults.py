@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from link_support import Gateway, Peer, Relay, corrupt_nth, write_script
 from test_gateway_bridge import BOARD_ARGS, applied, gateway_args, on_round
 
@@ -20,21 +19,9 @@ from tinyfed import contract, model
 from tinyfed.broker import Mosquitto
 from tinyfed.link import spec
 from tinyfed.link.client import BoardLink
-from tinyfed.virtual_board import VirtualBoard, build_virtual_board
+from tinyfed.virtual_board import VirtualBoard
 
 T = spec.MsgType
-
-
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    return build_virtual_board()
-
-
-@pytest.fixture
-def peer(broker: Mosquitto, fleet: str) -> Iterator[Peer]:
-    p = Peer(broker.url, fleet)
-    yield p
-    p.close()
 
 
 def boots(board: VirtualBoard) -> list[list[str]]:

@@ -23,15 +23,10 @@ from tinyfed import model
 from tinyfed.errors import UsageError
 from tinyfed.link import spec
 from tinyfed.link.client import BoardLink, LinkClosedError, LossReport
-from tinyfed.virtual_board import VirtualBoard, build_virtual_board
+from tinyfed.virtual_board import VirtualBoard
 
 T = spec.MsgType
 TIMEOUT = 0.3  #: the link's answer timeout in these tests (a pty answers in well under 10 ms)
-
-
-@pytest.fixture(scope="module")
-def binary() -> Path:
-    return build_virtual_board()
 
 
 @pytest.fixture

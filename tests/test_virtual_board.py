@@ -26,7 +26,7 @@ import serial
 from tinyfed import model
 from tinyfed.features import get_pipeline
 from tinyfed.link import frame, spec
-from tinyfed.virtual_board import VirtualBoard, build_virtual_board
+from tinyfed.virtual_board import VirtualBoard
 
 T = spec.MsgType
 E = spec.ErrorCode
@@ -158,11 +158,6 @@ class BoardLink:
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def binary() -> Path:
-    return build_virtual_board()
 
 
 def _word(rng: np.random.Generator, f0: float, f1: float, centre: float) -> npt.NDArray[np.int16]:
