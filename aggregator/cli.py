@@ -36,7 +36,9 @@ strategies:
   median        coordinate-wise median of the workers that trained (holds their models)
   trimmed-mean  coordinate-wise mean without the floor(f n) lowest and highest values
                 (--trim-fraction f; holds the models)
-  --clip-norm C scales any update's distance from the global model down to C first.
+  --clip-norm   scales an update's distance from the global model down first: to the
+                round's median distance (default: one poisoned worker then pulls no
+                harder than a typical one), to a fixed C, or not at all (off).
 
 restart:
   Everything is in one SQLite file (--db): each global model, rounds, participants,
@@ -97,7 +99,13 @@ def register(subparsers: Any) -> None:
     )
     strat = p.add_argument_group("strategy")
     strat.add_argument("--strategy", default="fedavg", choices=STRATEGIES)
-    strat.add_argument("--clip-norm", help="clip each update's L2 distance from the global model")
+    strat.add_argument(
+        "--clip-norm",
+        default=settings.DEFAULT_CLIP,
+        metavar="median|off|C",
+        help="clip each update's L2 distance from the global model: to the round's median "
+        "distance, not at all, or to the number C",
+    )
     strat.add_argument("--server-lr", default="1.0", help="fedavgm: server learning rate")
     strat.add_argument("--server-momentum", default="0.9", help="fedavgm: server momentum")
     strat.add_argument("--trim-fraction", default="0.2", help="trimmed-mean: share cut per end")

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from aggregator.strategies import F32, RoundAggregate, Strategy, distance
+from aggregator.strategies import F32, RoundAggregate, Strategy, UpdateSource, trim_count
 from tinyfed import model
 from tinyfed.contract import (
     GlobalModel,
@@ -98,6 +98,19 @@ class Rejected:
     attempt: int
     rejection: Rejection
     received: float
+    #: False once the worker has had MAX_RECORDED_REJECTIONS in this attempt: a flood is
+    #: counted, not stored row by row.
+    record: bool = True
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A re-sent upload already counted in the open round: nothing changes, confirm it again."""
+
+    round: int
+    attempt: int
+    worker_id: str
+    upload_id: str
 
 
 @dataclass(frozen=True)
@@ -122,7 +135,12 @@ class RoundFailed:
     next: Opening
 
 
-Decision = Accepted | Rejected | RoundClosed | RoundFailed
+Decision = Accepted | Rejected | Duplicate | RoundClosed | RoundFailed
+
+#: Rejections stored (and listed in memory) per worker and round attempt; more are counted only.
+MAX_RECORDED_REJECTIONS = 20
+#: Rejections kept in memory for the round event (the contract lists at most 20 anyway).
+MAX_LISTED_REJECTIONS = 20
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,9 @@ class RoundMachine:
         online: workers known to be online now.
         counted: updates accepted before a restart, in their original order.
         rejected: rejections recorded in this round before a restart.
+        source_for: reads a round's accepted updates again (from the store), in accepted
+            order; needed to clip to the median norm or exclude an update without holding
+            every model in memory.
     """
 
     def __init__(
@@ -168,16 +189,28 @@ class RoundMachine:
         online: Iterable[str] = (),
         counted: Iterable[Counted] = (),
         rejected: Iterable[Rejection] = (),
+        source_for: Callable[[int], UpdateSource] | None = None,
     ) -> None:
         self.policy = policy
         self.strategy = strategy
         self.hyper = hyper
         self.online: set[str] = set(online)
         self.velocity = velocity
+        self._source_for = source_for
         self._open(current, attempt, now, first_opened, set(expected))
         for c in counted:
-            self._count(c.participant, c.params, c.norm)
-        self._rejected.extend(rejected)
+            try:
+                self._count(c.participant, c.params)
+            except (ValueError, ModelError) as exc:  # a damaged row must not stop the service
+                log.error(
+                    "stored update %s of %s cannot be replayed (%s): left out of round %d",
+                    c.participant.upload_id,
+                    c.participant.worker_id,
+                    exc,
+                    self.round,
+                )
+        for r in rejected:
+            self._note_rejection(r)
 
     # ------------------------------------------------------------------ state
 
@@ -198,11 +231,13 @@ class RoundMachine:
             if self.policy.expect is not None
             else set(self.online) | extra_expected
         )
-        self._aggregate = RoundAggregate(self.strategy, current.params)
+        source = None if self._source_for is None else self._source_for(current.round)
+        self._aggregate = RoundAggregate(self.strategy, current.params, source)
         self._participants: dict[str, Participant] = {}
         self._by_upload: dict[str, str] = {}
         self._norms: list[float] = []
-        self._rejected: list[Rejection] = []
+        self._order: list[str] = []  #: worker ids in accepted order (the aggregate's indices)
+        self._reset_rejections()
 
     def _reopen(self, now: float) -> None:
         """A new attempt of the same round: keep what was accepted, restart the clock."""
@@ -210,13 +245,30 @@ class RoundMachine:
         self.opened = now
         if self.policy.expect is None:
             self.expected = set(self.online) | set(self._participants)
-        self._rejected = []
+        self._reset_rejections()
 
-    def _count(self, p: Participant, params: F32, norm: float) -> None:
-        self._aggregate.add(params, p.weight)
+    def _reset_rejections(self) -> None:
+        self._rejected: list[Rejection] = []  #: the first MAX_LISTED_REJECTIONS
+        self.rejected_count = 0
+        self._rejections_by_worker: dict[str, int] = {}
+
+    def _note_rejection(self, r: Rejection) -> bool:
+        """Count a rejection; True if it should be stored (the worker's first few)."""
+        self.rejected_count += 1
+        if len(self._rejected) < MAX_LISTED_REJECTIONS:
+            self._rejected.append(r)
+        n = self._rejections_by_worker.get(r.worker_id, 0)
+        self._rejections_by_worker[r.worker_id] = n + 1
+        return n < MAX_RECORDED_REJECTIONS
+
+    def _count(self, p: Participant, params: F32) -> float:
+        model.check_params(params)
+        norm = self._aggregate.add(params, p.weight)
         self._participants[p.worker_id] = p
         self._by_upload[p.upload_id] = p.worker_id
         self._norms.append(norm)
+        self._order.append(p.worker_id)
+        return norm
 
     @property
     def round(self) -> int:
@@ -266,6 +318,12 @@ class RoundMachine:
         self, update: ModelUpdate, now: float, *, sender: str | None = None
     ) -> list[Decision]:
         """Judge one decoded update; ``sender`` is the worker id of the topic it came on."""
+        if (
+            update.upload_id in self._by_upload
+            and self._by_upload[update.upload_id] == update.worker_id
+            and (sender is None or sender == update.worker_id)
+        ):
+            return [Duplicate(self.round, self.attempt, update.worker_id, update.upload_id)]
         reason = self._check(update, sender)
         if reason:
             return [self._reject(sender or update.worker_id, update.upload_id, reason, now)]
@@ -277,8 +335,7 @@ class RoundMachine:
             weight=weight,
             loss_mean=update.loss.mean,
         )
-        norm = distance(update.params, self.current.params)
-        self._count(participant, update.params, norm)
+        norm = self._count(participant, update.params)
         accepted = Accepted(self.round, self.attempt, update, weight, norm, now)
         return [accepted, *self._maybe_close(now, deadline_passed=False)]
 
@@ -317,9 +374,18 @@ class RoundMachine:
 
     def _reject(self, worker_id: str, upload_id: str, reason: str, now: float) -> Rejected:
         rejection = Rejection(worker_id=worker_id, upload_id=upload_id, reason=reason)
-        self._rejected.append(rejection)
-        log.warning("round %d: rejected %s %s: %s", self.round, worker_id, upload_id, reason)
-        return Rejected(self.round, self.attempt, rejection, now)
+        record = self._note_rejection(rejection)
+        if record:
+            log.warning("round %d: rejected %s %s: %s", self.round, worker_id, upload_id, reason)
+        elif self._rejections_by_worker.get(worker_id, 0) % 1000 == 0:
+            log.warning(
+                "round %d: %d rejections of %s so far (a flood? only the first %d are stored)",
+                self.round,
+                self._rejections_by_worker.get(worker_id, 0),
+                worker_id,
+                MAX_RECORDED_REJECTIONS,
+            )
+        return Rejected(self.round, self.attempt, rejection, now, record)
 
     def _maybe_close(self, now: float, *, deadline_passed: bool) -> list[Decision]:
         n = len(self._participants)
@@ -337,7 +403,7 @@ class RoundMachine:
         metrics = {
             "participants": float(len(self._participants)),
             "dropped": float(len(self.expected - set(self._participants))),
-            "rejected": float(len(self._rejected)),
+            "rejected": float(self.rejected_count),
             "total_weight": float(sum(p.weight for p in self._participants.values())),
             "duration_s": now - self.first_opened,
         }
@@ -358,6 +424,9 @@ class RoundMachine:
             participants=self.participants,
             dropped=tuple(sorted(self.expected - set(self._participants))),
             rejected=tuple(self._rejected),
+            participant_count=len(self._participants),
+            dropped_count=len(self.expected - set(self._participants)),
+            rejected_count=self.rejected_count,
             duration_s=metrics["duration_s"],
             loss_mean=loss_mean,
             global_sha256=sha,
@@ -365,8 +434,58 @@ class RoundMachine:
             time=now,
         )
 
+    def _aggregate_finite(self, now: float) -> tuple[F32, F32 | None, str]:
+        """Aggregate; leave out, one by one, the updates that make the result non-finite.
+
+        Float32 updates summed in float64 cannot overflow, but the mean cast back to float32
+        can (values near 3.4e38): the update farthest from the base is named, left out and
+        the round aggregated again, so one absurd update never stops the fleet.
+        """
+        excluded: list[int] = []
+        notes: list[str] = []
+        self._clip_info: tuple[float | None, int] = (None, 0)
+        while True:
+            result = self._aggregate.finish(self.velocity, excluded)
+            velocity_ok = result.velocity is None or bool(np.isfinite(result.velocity).all())
+            if bool(np.isfinite(result.params).all()) and velocity_ok:
+                break
+            suspect = self._aggregate.largest(excluded)
+            if suspect is None:  # cannot happen: no update left means the base, finite
+                return self.current.params.copy(), self.velocity, "aggregate was not finite"
+            excluded.append(suspect)
+            worker = self._order[suspect]
+            p = self._participants.pop(worker)
+            reason = (
+                f"left out at close: with it the aggregate was not finite "
+                f"(distance from the global model {self._norms[suspect]:.3g})"
+            )
+            self._note_rejection(Rejection(worker, p.upload_id, reason))
+            notes.append(f"{worker} {p.upload_id} {reason}")
+            log.error("round %d: %s %s %s", self.round, worker, p.upload_id, reason)
+        if result.clipped:
+            log.info(
+                "round %d: %d of %d updates clipped to norm %.4g",
+                self.round,
+                result.clipped,
+                len(self._norms),
+                result.clip or 0.0,
+            )
+        s = self.strategy
+        if s.name == "trimmed-mean" and len(self._participants) > 0:
+            n = sum(1 for p in self._participants.values() if p.weight > 0)
+            if trim_count(n, s.trim_fraction) == 0:
+                need = math.ceil(1 / s.trim_fraction) if s.trim_fraction > 0 else 0
+                note = (
+                    f"trimmed mean trimmed nothing: {n} worker(s) with fraction "
+                    f"{s.trim_fraction:g} (it needs at least {need} to drop one at each end)"
+                )
+                log.warning("round %d: %s", self.round, note)
+                notes.append(note)
+        self._clip_info = (result.clip, result.clipped)
+        return result.params, result.velocity, "; ".join(notes)
+
     def _close(self, now: float) -> RoundClosed:
-        params, velocity = self._aggregate.result(self.velocity)
+        params, velocity, note = self._aggregate_finite(now)
         new_global = GlobalModel(
             round=self.round + 1,
             params=params,
@@ -376,7 +495,10 @@ class RoundMachine:
             created=now,
         )
         metrics, _ = self._summary(now)
-        event = self._event(now, "closed", new_global.sha256, "")
+        clip, clipped = self._clip_info
+        if clip is not None:
+            metrics.update(clip_norm=clip, clipped=float(clipped))
+        event = self._event(now, "closed", new_global.sha256, note)
         attempt = self.attempt
         self.velocity = velocity
         self._open(new_global, 1, now, None, set())

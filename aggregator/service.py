@@ -4,6 +4,19 @@ Paho's network thread only queues what arrives; one thread (the caller of :meth:
 asks the :class:`~aggregator.rounds.RoundMachine`, persists each decision in the
 :class:`~aggregator.store.Store` and only then acknowledges the MQTT message and publishes.
 
+* Every message waiting in the queue (at most :data:`INBOUND_WINDOW`, the MQTT v5 Receive
+  Maximum the aggregator announces, so the broker never sends more unacknowledged ones) is
+  decided in one store batch: one synced commit, then every acknowledgement and receipt.
+* Each message is handled in isolation: whatever goes wrong with one (a payload no decoder
+  foresaw, a store error), it is rolled back alone, rejected with the reason, logged,
+  counted in :attr:`AggregatorService.poisoned` and acknowledged; the service goes on.
+* Once an update's fate is on disk, the aggregator publishes a retained receipt on
+  ``workers/<id>/receipt`` (accepted, or rejected with the reason; a re-sent upload already
+  counted is confirmed again). Gateways keep an update until they see its receipt, so an
+  update lost anywhere between them and the database is sent again.
+* The status is republished at most once a second while a round fills (and at once when a
+  round or attempt changes: gateways re-send what has no receipt when an attempt restarts).
+
 * The MQTT session is persistent (fixed client id, clean start off, session expiry of a day) and
   messages are acknowledged by hand after their decision is committed: updates published while
   the aggregator is down wait at the broker, and an update whose acknowledgement a crash lost
@@ -31,6 +44,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from aggregator.rounds import (
     Accepted,
     Decision,
+    Duplicate,
     Rejected,
     RoundClosed,
     RoundFailed,
@@ -46,6 +60,10 @@ from tinyfed.mqtt import make_client
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 86_400  #: the broker keeps our queued updates this long while we are down
+#: MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us at once. It
+#: bounds the inbound queue (64 x 64 KiB = 4 MiB at most) and the size of one commit batch.
+INBOUND_WINDOW = 64
+STATUS_MIN_INTERVAL_S = 1.0  #: the retained status is republished at most this often
 GLOBAL_CHECK_S = 0.5  #: after subscribing, how long to wait for the retained global model
 REPUBLISH_MIN_INTERVAL_S = 1.0  #: never republish the global model more often than this
 POLL_S = 0.05  #: how often the loop looks at the clock when nothing arrives
@@ -73,8 +91,13 @@ class _Message:
 _Event = _Connected | _Subscribed | _Message
 
 
-def open_machine(settings: Settings, store: Store, now: float) -> RoundMachine:
-    """Resume the round machine from ``store``, or start round 0 in a new database."""
+def open_machine(
+    settings: Settings, store: Store, now: float, *, online: frozenset[str] = frozenset()
+) -> RoundMachine:
+    """Resume the round machine from ``store``, or start round 0 in a new database.
+
+    ``online`` are the workers known to be online (kept when the machine is rebuilt).
+    """
     meta = store.meta()
     for key, value in (("fleet", settings.fleet), ("pipeline", settings.pipeline)):
         if key in meta and meta[key] != value:
@@ -94,6 +117,8 @@ def open_machine(settings: Settings, store: Store, now: float) -> RoundMachine:
             hyper=settings.hyper,
             current=first,
             now=now,
+            online=online,
+            source_for=lambda r: lambda: store.round_updates(r),
         )
         store.set_meta(fleet=settings.fleet, pipeline=settings.pipeline)
         store.initialise(first, machine.opening())
@@ -116,6 +141,8 @@ def open_machine(settings: Settings, store: Store, now: float) -> RoundMachine:
         expected=snapshot.opening.expected,
         counted=snapshot.counted,
         rejected=snapshot.rejected,
+        online=online,
+        source_for=lambda r: lambda: store.round_updates(r),
     )
     log.info(
         "resumed round %d attempt %d with %d accepted updates (%s)",
@@ -145,6 +172,10 @@ class AggregatorService:
         self._last_repair = -1e9
         self._stopping = False
         self._subscribed = False  # the first subscription has been acknowledged
+        self._status_dirty = False
+        self._status_sent = -1e9
+        self._status_key: tuple[int, int] | None = None  # (round, attempt) last published
+        self.poisoned = 0  #: messages whose handling failed unexpectedly (rejected, acked)
 
     # ------------------------------------------------------------------ paho thread
 
@@ -190,6 +221,7 @@ class AggregatorService:
             self.client = client
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.ReceiveMaximum = INBOUND_WINDOW
             client.connect_async(
                 s.broker.host, s.broker.port, keepalive=15, clean_start=False, properties=props
             )
@@ -211,26 +243,58 @@ class AggregatorService:
             store.close()
         return 0
 
-    def _step(self) -> None:
+    def _next_events(self) -> list[_Event]:
+        """What arrived: wait briefly for one event, then take what else is already queued."""
         try:
-            event = self._events.get(timeout=POLL_S)
+            events = [self._events.get(timeout=POLL_S)]
         except queue.Empty:
-            event = None
-        now = self._clock()
-        if isinstance(event, _Connected):
-            self._connected(event)
-        elif isinstance(event, _Subscribed):
-            if event.mid == self._global_mid:
-                self._global_check_at = now + GLOBAL_CHECK_S
+            return []
+        while len(events) < INBOUND_WINDOW * 2:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        return events
+
+    def _step(self) -> None:
+        messages: list[_Message] = []
+        for event in self._next_events():
+            if isinstance(event, _Message):
+                messages.append(event)
+                continue
+            if messages:  # keep the order: messages before a (re)connection go first
+                self._messages(messages, self._clock())
+                messages = []
+            if isinstance(event, _Connected):
+                self._connected(event)
+            elif event.mid == self._global_mid:
+                self._global_check_at = self._clock() + GLOBAL_CHECK_S
                 self._subscribed = True
-        elif isinstance(event, _Message):
-            self._message(event, now)
+        now = self._clock()
+        if messages:
+            self._messages(messages, now)
         if not self._subscribed:
             return  # decide nothing before retained statuses and queued updates can arrive
         if self._global_check_at is not None and now >= self._global_check_at:
             log.info("no retained global model on the broker: publishing it")
             self._publish_global(now, repair=True)
-        self._handle(self.machine.tick(now))
+        self._tick(now)
+        self._publish_status_if_due(now)
+
+    def _tick(self, now: float) -> None:
+        """Let time pass; a round that cannot be closed is logged and tried again later."""
+        try:
+            decisions = self.machine.tick(now)
+            if decisions:
+                with self.store.batch():
+                    self._record(decisions)
+        except Exception:
+            log.exception("round %d could not be closed; retrying", self.machine.round)
+            self.machine = open_machine(
+                self.settings, self.store, now, online=frozenset(self.machine.online)
+            )
+            return
+        self._announce(decisions)
 
     def _connected(self, event: _Connected) -> None:
         if event.failed:
@@ -249,30 +313,68 @@ class AggregatorService:
         self._global_mid = mid
         self._global_check_at = None
 
-    def _message(self, m: _Message, now: float) -> None:
-        self._dispatch(m, now)
-        # Only now is the decision on disk: if the process dies before this line (or the
-        # store raised), the broker delivers the message again and the machine judges it again.
-        self.client.ack(m.mid, m.qos)
+    def _messages(self, batch: list[_Message], now: float) -> None:
+        """Decide ``batch`` in one store transaction, then acknowledge and publish."""
+        decided: list[Decision] = []
+        with self.store.batch():
+            for m in batch:
+                decided.extend(self._isolated(m, now))
+        # Only now are the decisions on disk: if the process dies before this line, the
+        # broker delivers the messages again and the machine judges them again.
+        for m in batch:
+            self.client.ack(m.mid, m.qos)
+        self._announce(decided)
 
-    def _dispatch(self, m: _Message, now: float) -> None:
+    def _isolated(self, m: _Message, now: float) -> list[Decision]:
+        """Handle one message; if anything goes wrong, roll it back alone and reject it."""
+        try:
+            with self.store.savepoint():
+                decisions = self._dispatch(m, now)
+                self._record(decisions)
+                return decisions
+        except Exception as exc:  # one message must never stop the service
+            self.poisoned += 1
+            log.exception(
+                "message on %s (%d bytes) could not be handled: rejected (%d so far)",
+                m.topic,
+                len(m.payload),
+                self.poisoned,
+            )
+            # The machine may have changed before the failure: rebuild it from the store,
+            # which the savepoint left exactly as it was before this message.
+            self.machine = open_machine(
+                self.settings, self.store, now, online=frozenset(self.machine.online)
+            )
+            try:
+                worker_id, kind = self.topics.parse_worker_topic(m.topic)
+            except ContractError:
+                return []
+            if kind != "update":
+                return []
+            reason = f"internal error while handling the update ({type(exc).__name__}: {exc})"
+            decisions = self.machine.malformed(worker_id, reason[:300], now)
+            with self.store.savepoint():
+                self._record(decisions)
+            return decisions
+
+    def _dispatch(self, m: _Message, now: float) -> list[Decision]:
         if m.topic == self.topics.global_model:
             self._check_global(m.payload, now)
-            return
+            return []
         try:
             worker_id, kind = self.topics.parse_worker_topic(m.topic)
         except ContractError as exc:
             log.warning("ignoring message: %s", exc)
-            return
+            return []
         if kind == "status":
             self._worker_status(worker_id, m.payload)
         elif kind == "update":
             try:
                 update = contract.decode_update(m.payload)
             except ContractError as exc:
-                self._handle(self.machine.malformed(worker_id, str(exc), now))
-            else:
-                self._handle(self.machine.update_received(update, now, sender=worker_id))
+                return self.machine.malformed(worker_id, str(exc), now)
+            return self.machine.update_received(update, now, sender=worker_id)
+        return []
 
     def _worker_status(self, worker_id: str, payload: bytes) -> None:
         if not payload:  # a cleared retained status: the worker is gone
@@ -286,11 +388,11 @@ class AggregatorService:
         if status.worker_id != worker_id:
             log.warning("ignoring status of %r on the topic of %r", status.worker_id, worker_id)
             return
-        before = set(self.machine.expected)
+        before = len(self.machine.expected)
         self.machine.worker_status(worker_id, online=status.state == "online")
         log.info("worker %s is %s", worker_id, status.state)
-        if self.machine.expected != before:
-            self._publish_status()
+        if len(self.machine.expected) != before:
+            self._status_dirty = True
 
     def _check_global(self, payload: bytes, now: float) -> None:
         self._global_check_at = None
@@ -311,7 +413,8 @@ class AggregatorService:
         )
         self._publish_global(now, repair=True)
 
-    def _handle(self, decisions: list[Decision]) -> None:
+    def _record(self, decisions: list[Decision]) -> None:
+        """Write ``decisions`` to the store (inside the caller's transaction or savepoint)."""
         for d in decisions:
             if isinstance(d, Accepted):
                 self.store.accept(d)
@@ -323,18 +426,33 @@ class AggregatorService:
                     d.update.local_steps,
                     d.weight,
                 )
-                self._publish_status()
             elif isinstance(d, Rejected):
                 self.store.reject(d)
             elif isinstance(d, RoundClosed):
                 self.store.close_round(d)
-                self._publish_global(d.event.time)
-                self._publish_round(d.event)
-                self._publish_status()
             elif isinstance(d, RoundFailed):
                 self.store.fail_round(d)
+
+    def _announce(self, decisions: list[Decision]) -> None:
+        """Publish what committed ``decisions`` mean: receipts, global models, round events."""
+        for d in decisions:
+            if isinstance(d, Accepted):
+                u = d.update
+                self._publish_receipt(u.worker_id, u.upload_id, d.round, "accepted", "")
+                self._status_dirty = True
+            elif isinstance(d, Duplicate):
+                self._publish_receipt(d.worker_id, d.upload_id, d.round, "accepted", "")
+            elif isinstance(d, Rejected):
+                r = d.rejection
+                if r.upload_id:
+                    self._publish_receipt(r.worker_id, r.upload_id, d.round, "rejected", r.reason)
+            elif isinstance(d, RoundClosed):
+                self._publish_global(d.event.time)
                 self._publish_round(d.event)
-                self._publish_status()
+                self._status_dirty = True
+            elif isinstance(d, RoundFailed):
+                self._publish_round(d.event)
+                self._status_dirty = True
 
     # ------------------------------------------------------------------ publishing
 
@@ -352,18 +470,51 @@ class AggregatorService:
     def _publish_round(self, event: contract.RoundEvent) -> None:
         self.client.publish(self.topics.rounds, contract.encode_round_event(event), qos=1)
 
+    def _publish_receipt(
+        self, worker_id: str, upload_id: str, round_: int, outcome: str, reason: str
+    ) -> None:
+        try:
+            receipt = contract.Receipt(
+                worker_id=worker_id,
+                upload_id=upload_id,
+                round=round_,
+                outcome="accepted" if outcome == "accepted" else "rejected",
+                reason=reason[:200],
+                time=self._clock(),
+            )
+            topic = self.topics.worker_receipt(worker_id)
+            payload = contract.encode_receipt(receipt)
+        except ContractError as exc:  # an upload id the contract cannot carry back
+            log.warning("no receipt for %s upload %r: %s", worker_id, upload_id, exc)
+            return
+        self.client.publish(topic, payload, qos=1, retain=True)
+
+    def _publish_status_if_due(self, now: float) -> None:
+        """Republish the status if it changed: at once for a new round or attempt, else <= 1/s."""
+        m = self.machine
+        key = (m.round, m.attempt)
+        due = self._status_dirty and now - self._status_sent >= STATUS_MIN_INTERVAL_S
+        if key != self._status_key or due:
+            self._publish_status()
+
     def _status(self, state: str = "online") -> AggregatorStatus:
         m = self.machine
         return AggregatorStatus(
             state="online" if state == "online" else "offline",
             round=m.round,
+            attempt=m.attempt,
             strategy=self.settings.strategy.describe(),
-            expected=tuple(sorted(m.expected)),
-            reported=m.reported,
+            expected=tuple(sorted(m.expected)[: contract.MAX_LISTED]),
+            reported=m.reported[: contract.MAX_LISTED],
+            expected_count=len(m.expected),
+            reported_count=len(m.reported),
             time=self._clock(),
         )
 
     def _publish_status(self, state: str = "online") -> paho.MQTTMessageInfo:
+        self._status_dirty = False
+        self._status_sent = self._clock()
+        self._status_key = (self.machine.round, self.machine.attempt)
         payload = contract.encode_aggregator_status(self._status(state))
         return self.client.publish(self.topics.aggregator_status, payload, qos=1, retain=True)
 

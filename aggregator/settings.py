@@ -25,6 +25,9 @@ from tinyfed.mqtt import BrokerUrl, parse_broker_url
 DEFAULT_BROKER = "mqtt://localhost:1883"
 DEFAULT_TIMEOUT_S = 600.0  #: a board needs a user to speak 10 words: minutes, not seconds
 DEFAULT_PIPELINE = pipelines.DEFAULT_PIPELINE
+#: Each update's distance from the global model is clipped to the round's median distance:
+#: one poisoned worker then pulls no harder than a typical one (see docs/aggregator.md).
+DEFAULT_CLIP = "median"
 
 
 def known_pipelines() -> tuple[str, ...]:
@@ -104,7 +107,9 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
 
     if args.strategy not in STRATEGIES:
         raise UsageError(f"--strategy: {args.strategy!r} is not one of {', '.join(STRATEGIES)}")
-    clip = None if args.clip_norm is None else _number(args.clip_norm, "--clip-norm", float)
+    clip_arg = str(args.clip_norm if args.clip_norm is not None else DEFAULT_CLIP).strip().lower()
+    clip_median = clip_arg == "median"
+    clip = None if clip_arg in ("median", "off") else _number(clip_arg, "--clip-norm", float)
     server_lr = _number(args.server_lr, "--server-lr", float)
     server_momentum = _number(args.server_momentum, "--server-momentum", float)
     trim = _number(args.trim_fraction, "--trim-fraction", float)
@@ -119,6 +124,7 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
     strategy = Strategy(
         name=args.strategy,
         clip_norm=clip,
+        clip_median=clip_median,
         server_lr=server_lr,
         server_momentum=server_momentum,
         trim_fraction=trim,

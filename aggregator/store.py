@@ -1,7 +1,9 @@
 """SQLite persistence: rounds, participants, rejections, metrics and every global model.
 
-One file, WAL journal, ``synchronous=FULL``, one transaction per decision, so a SIGKILL (or a
-power cut) at any moment leaves either all or none of a decision on disk:
+One file, WAL journal, ``synchronous=FULL``. Each decision is one transaction, or one savepoint
+of a :meth:`Store.batch` (the service decides every message waiting in its queue inside one
+batch: one synced commit for all of them, and only then are they acknowledged), so a SIGKILL
+(or a power cut) at any moment leaves either all or none of a decision on disk:
 
 * an accepted update writes its ``participants`` row and its parameters (``updates``) together;
   ``UNIQUE(round, worker_id)`` and ``UNIQUE(round, upload_id)`` make a second count impossible
@@ -18,6 +20,7 @@ order on restart rebuilds the exact same aggregate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -129,6 +132,7 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._depth = 0  # open transaction levels (0: none; 1: a batch; >1: savepoints)
         except (OSError, sqlite3.Error) as exc:
             raise UsageError(f"cannot open database {self.path}: {exc}") from exc
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -153,19 +157,38 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    class _Tx:
-        def __init__(self, db: sqlite3.Connection) -> None:
-            self.db = db
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; inside a :meth:`batch`, one savepoint of it."""
+        if self._depth == 0:
+            begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"
+        else:
+            name = f"sp{self._depth}"
+            begin, commit = f"SAVEPOINT {name}", f"RELEASE {name}"
+            rollback = f"ROLLBACK TO {name}; RELEASE {name}"
+        self._db.execute(begin)
+        self._depth += 1
+        try:
+            yield self._db
+        except BaseException:
+            self._depth -= 1
+            for sql in rollback.split("; "):
+                self._db.execute(sql)
+            raise
+        self._depth -= 1
+        self._db.execute(commit)
 
-        def __enter__(self) -> sqlite3.Connection:
-            self.db.execute("BEGIN IMMEDIATE")
-            return self.db
+    def batch(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """Group the decisions made inside into one transaction (one synced commit).
 
-        def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        Decisions inside are savepoints: one that raises is rolled back alone (use
+        :meth:`savepoint` around each) and the rest commit together when the block ends.
+        """
+        return self._tx()
 
-    def _tx(self) -> Store._Tx:
-        return Store._Tx(self._db)
+    def savepoint(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A unit inside :meth:`batch` that is rolled back alone if it raises."""
+        return self._tx()
 
     # ------------------------------------------------------------------ meta
 
@@ -239,7 +262,9 @@ class Store:
             )
 
     def reject(self, d: Rejected) -> None:
-        """Record a rejection."""
+        """Record a rejection (only counted, not stored, when ``d.record`` is False)."""
+        if not d.record:
+            return
         r = d.rejection
         with self._tx() as db:
             db.execute(
@@ -345,6 +370,19 @@ class Store:
         for worker, upload, steps, weight, loss_mean, norm, params in rows:
             p = Participant(worker, upload, steps, weight, loss_mean)
             yield Counted(p, model.from_bytes(params), norm)
+
+    def round_updates(self, round_: int) -> Iterator[tuple[F32, float]]:
+        """The accepted updates of ``round_`` as ``(params, weight)``, in accepted order.
+
+        Only the open round's parameters are kept; one row is read at a time.
+        """
+        rows = self._db.execute(
+            "SELECT u.params, p.weight FROM participants p JOIN updates u ON u.seq = p.seq "
+            "WHERE p.round = ? ORDER BY p.seq",
+            (round_,),
+        )
+        for params, weight in rows:  # lazily: one model in memory at a time
+            yield model.from_bytes(params), float(weight)
 
     def participants(self, round_: int) -> list[Participant]:
         """The workers counted in ``round_``, in the order they were accepted."""

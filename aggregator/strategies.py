@@ -9,7 +9,10 @@ updates arrive changes the result by float32 rounding at most.
   ``g' = g - eta v``.
 * Coordinate-wise median and trimmed mean (Yin et al. 2018): unweighted, over the workers
   that did at least one step.
-* Norm clipping, on top of any strategy: ``x_i = g + (x_i - g) min(1, C / ||x_i - g||_2)``.
+* Norm clipping, on top of any strategy: ``x_i = g + (x_i - g) min(1, C / ||x_i - g||_2)``,
+  with a fixed ``C`` or (the service's default) ``C`` = the median update norm of the round
+  (from 3 updates on): an update may pull the model no harder than the typical worker of its
+  round does.
 
 FedAvg and FedAvgM stream: :class:`WeightedSum` keeps one float64 sum (the memory of two
 float32 models) however many updates arrive. Median and trimmed mean
@@ -19,7 +22,7 @@ need every value of a coordinate at once, so they hold the round's models (one p
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,6 +35,8 @@ F64 = npt.NDArray[np.float64]
 StrategyName = Literal["fedavg", "fedavgm", "median", "trimmed-mean"]
 STRATEGIES: tuple[StrategyName, ...] = ("fedavg", "fedavgm", "median", "trimmed-mean")
 STREAMING: frozenset[str] = frozenset({"fedavg", "fedavgm"})
+#: Fewest updates (with steps) in a round for clipping to their median norm to apply.
+MEDIAN_CLIP_MIN = 3
 
 
 def _vector(params: npt.ArrayLike, what: str = "model") -> F32:
@@ -94,7 +99,8 @@ class WeightedSum:
         if self._sum is None or self.total_weight <= 0:
             raise ValueError("weighted mean of no weight (every update did 0 steps)")
         out: F32 = np.empty(self.size, np.float32)
-        np.divide(self._sum, self.total_weight, out=out, casting="same_kind")
+        with np.errstate(over="ignore"):  # an overflow to inf is the caller's to refuse
+            np.divide(self._sum, self.total_weight, out=out, casting="same_kind")
         return out
 
 
@@ -124,7 +130,8 @@ def fedavgm(
     g = _vector(global_params, "global model").astype(np.float64)
     pseudo_gradient = g - _vector(averaged, "averaged model")
     v = pseudo_gradient if velocity is None else server_momentum * velocity + pseudo_gradient
-    new_global: F32 = (g - server_lr * v).astype(np.float32)
+    with np.errstate(over="ignore"):  # an overflow to inf is the caller's to refuse
+        new_global: F32 = (g - server_lr * v).astype(np.float32)
     new_velocity: F32 = np.asarray(v, np.float32)
     return new_global, new_velocity
 
@@ -147,7 +154,8 @@ def trimmed_mean(models: Sequence[F32], fraction: float) -> F32:
     stack = np.sort(_stack(models), axis=0)
     k = trim_count(stack.shape[0], fraction)
     kept = stack[k : stack.shape[0] - k]
-    out: F32 = kept.mean(axis=0, dtype=np.float64).astype(np.float32)
+    with np.errstate(over="ignore"):
+        out: F32 = kept.mean(axis=0, dtype=np.float64).astype(np.float32)
     return out
 
 
@@ -165,8 +173,13 @@ def clip_to_norm(params: F32, reference: F32, max_norm: float) -> F32:
 
 
 def distance(params: F32, reference: F32) -> float:
-    """L2 norm of ``params - reference`` (the size of a worker's update), in float32."""
-    return float(np.linalg.norm(_vector(params) - _vector(reference, "reference")))
+    """L2 norm of ``params - reference`` (the size of a worker's update), in float64.
+
+    float64 keeps the norm finite for any finite float32 input (values near 3.4e38 would
+    overflow a float32 norm to inf).
+    """
+    delta = _vector(params).astype(np.float64) - _vector(reference, "reference")
+    return float(np.linalg.norm(delta))
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,7 @@ class Strategy:
 
     name: StrategyName = "fedavg"
     clip_norm: float | None = None  #: clip every update's distance from the global to this
+    clip_median: bool = False  #: clip every update's distance to the round's median distance
     server_lr: float = 1.0  #: FedAvgM: server learning rate (1 and momentum 0 = FedAvg)
     server_momentum: float = 0.9  #: FedAvgM: server momentum
     trim_fraction: float = 0.2  #: trimmed mean: share dropped at each end of a coordinate
@@ -186,6 +200,8 @@ class Strategy:
             math.isfinite(self.clip_norm) and self.clip_norm > 0
         ):
             raise ValueError(f"clip norm must be a positive number, got {self.clip_norm}")
+        if self.clip_norm is not None and self.clip_median:
+            raise ValueError("clip to a fixed norm or to the median norm, not both")
         if not (math.isfinite(self.server_lr) and self.server_lr > 0):
             raise ValueError(f"server learning rate must be > 0, got {self.server_lr}")
         if not (math.isfinite(self.server_momentum) and 0 <= self.server_momentum < 1):
@@ -207,62 +223,170 @@ class Strategy:
             label += f"({self.trim_fraction:g})"
         if self.clip_norm is not None:
             label += f"+clip({self.clip_norm:g})"
+        elif self.clip_median:
+            label += "+clip(median)"
         return label
+
+
+#: Where a round's accepted updates can be read again, in accepted order: ``(params, weight)``.
+UpdateSource = Callable[[], Iterable[tuple[F32, float]]]
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What closing a round produced."""
+
+    params: F32
+    velocity: F32 | None
+    clip: float | None  #: the clip norm applied (fixed or the round's median), None if none
+    clipped: int  #: updates scaled down by it
+    excluded: tuple[int, ...] = ()  #: indices (accepted order) left out because non-finite
 
 
 class RoundAggregate:
     """The models of one round, folded in as they arrive.
 
     FedAvg and FedAvgM keep a :class:`WeightedSum`; median and trimmed mean keep every model
-    with a positive weight. Clipping (if set) is applied to each update on arrival, relative
-    to the round's base model.
+    with a positive weight. A fixed clip norm is applied to each update on arrival, relative
+    to the round's base model. Clipping to the round's median norm can only be decided when
+    the round closes: the streaming sum stays exact while no update exceeds the median
+    (honest rounds), and otherwise the round's updates are read again from ``source`` (the
+    store) and summed clipped, one at a time, so memory stays that of two models. Without a
+    ``source`` (tests, benchmarks) the models are held in memory instead.
 
     Args:
         strategy: the aggregation to use.
         base: the global model the round started from.
+        source: reads the round's accepted updates again, in accepted order.
     """
 
-    def __init__(self, strategy: Strategy, base: F32) -> None:
+    def __init__(self, strategy: Strategy, base: F32, source: UpdateSource | None = None) -> None:
         self.strategy = strategy
         self.base = _vector(base, "global model")
+        self.source = source
         self._sum = WeightedSum(self.base.shape[0]) if strategy.streaming else None
-        self._models: list[F32] = []
+        self._hold_all = not strategy.streaming or (strategy.clip_median and source is None)
+        self._models: list[tuple[F32, float]] = []
+        self._norms: list[float] = []  #: distance of every update from the base, float64
+        self._weights: list[float] = []
 
     @property
     def held_models(self) -> int:
         """How many whole models the aggregate holds (0 when streaming)."""
         return len(self._models)
 
-    def add(self, params: F32, weight: float) -> None:
-        """Fold one accepted update in (weight = the worker's capped local steps)."""
+    @property
+    def count(self) -> int:
+        """Updates added so far."""
+        return len(self._norms)
+
+    def add(self, params: F32, weight: float) -> float:
+        """Fold one accepted update in (weight = the worker's capped local steps).
+
+        Returns its distance from the base model (float64, before any clipping).
+        """
         x = _vector(params)
         if x.shape != self.base.shape:
             raise ValueError(f"model has shape {x.shape}, expected {self.base.shape}")
-        if self.strategy.clip_norm is not None:
-            x = clip_to_norm(x, self.base, self.strategy.clip_norm)
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"weight must be finite and >= 0, got {weight}")
+        norm = distance(x, self.base)
         if self._sum is not None:
-            self._sum.add(x, weight)
-        elif weight > 0:
-            self._models.append(x)
+            self._sum.add(self._fixed_clip(x), weight)
+        if self._hold_all:
+            self._models.append((x, weight))
+        self._norms.append(norm)
+        self._weights.append(weight)
+        return norm
+
+    def _fixed_clip(self, x: F32) -> F32:
+        c = self.strategy.clip_norm
+        return x if c is None else clip_to_norm(x, self.base, c)
+
+    def median_norm(self) -> float | None:
+        """The median distance from the base among updates with a positive weight."""
+        norms = [n for n, w in zip(self._norms, self._weights, strict=True) if w > 0]
+        return float(np.median(norms)) if norms else None
+
+    def _updates(self) -> Iterable[tuple[F32, float]]:
+        if self._hold_all:
+            return self._models
+        if self.source is None:
+            raise ValueError("the round's updates are not held and there is no source to re-read")
+        return self.source()
 
     def result(self, velocity: F32 | None) -> tuple[F32, F32 | None]:
         """``(new global, new server velocity)``; the base unchanged if nobody trained."""
+        r = self.finish(velocity)
+        return r.params, r.velocity
+
+    def finish(self, velocity: F32 | None, exclude: Iterable[int] = ()) -> RoundResult:
+        """The new global model (and server velocity); the base unchanged if nobody trained.
+
+        ``exclude`` lists updates (by accepted order) to leave out.
+        """
         s = self.strategy
-        if self._sum is not None:
+        skip = frozenset(exclude)
+        clip = s.clip_norm
+        if s.clip_median:
+            kept = [
+                n
+                for i, (n, w) in enumerate(zip(self._norms, self._weights, strict=True))
+                if w > 0 and i not in skip
+            ]
+            # Below MEDIAN_CLIP_MIN updates a median cannot tell an outlier from the rest (of
+            # two, it is their mean); a round whose updates all equal the base has no scale.
+            enough = len(kept) >= MEDIAN_CLIP_MIN
+            median_norm = float(np.median(kept)) if enough else None
+            clip = median_norm if median_norm else None
+        clipped = sum(
+            1
+            for i, n in enumerate(self._norms)
+            if clip is not None and n > clip and self._weights[i] > 0 and i not in skip
+        )
+        exact_sum = self._sum is not None and not skip and (s.clip_median is False or not clipped)
+        if self._sum is not None and exact_sum:
             if self._sum.total_weight <= 0:
-                return self.base.copy(), velocity
+                return RoundResult(self.base.copy(), velocity, clip, 0)
             averaged = self._sum.mean()
-            if s.name == "fedavgm":
-                return fedavgm(
-                    self.base,
-                    averaged,
-                    velocity,
-                    server_lr=s.server_lr,
-                    server_momentum=s.server_momentum,
-                )
-            return averaged, velocity
-        if not self._models:
-            return self.base.copy(), velocity
-        if s.name == "median":
-            return median(self._models), velocity
-        return trimmed_mean(self._models, s.trim_fraction), velocity
+        else:
+            median_clip = clip if s.clip_median else None
+            models: list[F32] = []
+            acc = WeightedSum(self.base.shape[0]) if self._sum is not None else None
+            for i, (x, w) in enumerate(self._updates()):
+                if i in skip:
+                    continue
+                y = self._fixed_clip(x)
+                if median_clip is not None:
+                    y = clip_to_norm(y, self.base, median_clip)
+                if acc is not None:
+                    acc.add(y, w)
+                elif w > 0:
+                    models.append(y)
+            if acc is not None:
+                if acc.total_weight <= 0:
+                    return RoundResult(self.base.copy(), velocity, clip, clipped, tuple(skip))
+                averaged = acc.mean()
+            elif not models:
+                return RoundResult(self.base.copy(), velocity, clip, clipped, tuple(skip))
+            elif s.name == "median":
+                return RoundResult(median(models), velocity, clip, clipped, tuple(skip))
+            else:
+                out = trimmed_mean(models, s.trim_fraction)
+                return RoundResult(out, velocity, clip, clipped, tuple(skip))
+        if s.name == "fedavgm":
+            new, v = fedavgm(
+                self.base,
+                averaged,
+                velocity,
+                server_lr=s.server_lr,
+                server_momentum=s.server_momentum,
+            )
+            return RoundResult(new, v, clip, clipped, tuple(skip))
+        return RoundResult(averaged, velocity, clip, clipped, tuple(skip))
+
+    def largest(self, exclude: Iterable[int] = ()) -> int | None:
+        """Index of the update farthest from the base (the first suspect of a non-finite sum)."""
+        skip = frozenset(exclude)
+        candidates = [(n, i) for i, n in enumerate(self._norms) if i not in skip]
+        return max(candidates)[1] if candidates else None

@@ -5,12 +5,11 @@ Three parts, from pure to I/O:
 * :class:`BridgeState` decides, from what it was told (the retained global model, the board's
   HELLO and LOSS events, what was pushed and uploaded), the next thing to do: push the global
   model down, pull the board's model up, or nothing. It has no sockets and is tested alone.
-* :class:`Outbox` holds the MQTT messages not yet acknowledged by the broker (PUBACK), bounded,
-  dropping the oldest loss event first (then the oldest update) with a warning when full.
-  With a spool folder it also keeps every update on disk until the broker has it, so neither a
-  broker restart nor a gateway restart loses one, and a re-sent update keeps its upload id.
-* :class:`Bridge` runs the board link (reopened with backoff when lost) and a paho MQTT v5
-  client (which reconnects by itself) and carries out the state's decisions.
+* :class:`~gateway.uplink.Uplink` is the MQTT side: an update is kept (with a spool folder, on
+  disk) and sent again with the same upload id until the aggregator's receipt says it is on
+  the aggregator's disk, so neither a broker crash nor a gateway restart loses one.
+* :class:`Bridge` runs the board link (reopened with backoff when lost) and the uplink, and
+  carries out the state's decisions.
 """
 
 from __future__ import annotations
@@ -20,23 +19,18 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import paho.mqtt.client as paho
-from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.settings import GatewaySettings
 from gateway.transport import Transport, TransportError
 from gateway.transports import open_transport
-from tinyfed import contract, model, mqtt
-from tinyfed.contract import ContractError, GlobalModel, LossEvent, ModelUpdate, WorkerStatus
+from gateway.uplink import MAX_INFLIGHT, Outbox, Outgoing, Uplink, WorkerState, write_atomic
+from tinyfed import contract, model
+from tinyfed.contract import GlobalModel, LossEvent, ModelUpdate, WorkerStatus
 from tinyfed.link import spec
 from tinyfed.link.client import (
     BoardLink,
@@ -51,7 +45,7 @@ from tinyfed.link.client import (
 
 log = logging.getLogger(__name__)
 
-MAX_INFLIGHT = 20  #: messages handed to paho and not yet acknowledged
+__all__ = ["MAX_INFLIGHT", "Bridge", "BridgeState", "Held", "Outbox", "Outgoing", "Pull", "Push"]
 RETRY_MAX = 30.0  #: longest wait before a failed push or pull is tried again (doubling)
 LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
 BOARD_ARCH = {spec.ArchId.FC650_16_3: model.ARCH_ID}
@@ -193,111 +187,6 @@ class BridgeState:
         return Push(g)
 
 
-# ----------------------------------------------------------------------------- outbox
-
-
-@dataclass
-class Outgoing:
-    """One MQTT message waiting for its PUBACK."""
-
-    topic: str
-    payload: bytes
-    kind: Literal["update", "loss"]
-    key: str  #: upload id, or ``loss-<step>``
-    spool_path: Path | None = None
-
-
-class Outbox:
-    """Messages to publish at QoS 1, kept until the broker acknowledges them.
-
-    Args:
-        limit: most messages kept (queued plus in flight).
-        spool: folder where updates wait on disk until acknowledged (None: memory only).
-    """
-
-    def __init__(self, limit: int, spool: Path | None = None) -> None:
-        self.limit = limit
-        self.spool = spool
-        self.queued: deque[Outgoing] = deque()
-        self.inflight: dict[int, Outgoing] = {}
-        self.dropped = 0
-        if spool is not None:
-            (spool / "updates").mkdir(parents=True, exist_ok=True)
-
-    def __len__(self) -> int:
-        return len(self.queued) + len(self.inflight)
-
-    def load_spool(self) -> int:
-        """Queue the updates a previous run left unpublished; return how many."""
-        if self.spool is None:
-            return 0
-        n = 0
-        for path in sorted((self.spool / "updates").glob("*.msgpack")):
-            try:
-                payload = path.read_bytes()
-                update = contract.decode_update(payload)
-                topic = path.with_suffix(".topic").read_text().strip()
-            except (OSError, ContractError) as exc:
-                log.error("spooled update %s is unreadable (%s); moved aside", path, exc)
-                path.rename(path.with_suffix(".bad"))
-                continue
-            self.queued.append(Outgoing(topic, payload, "update", update.upload_id, path))
-            n += 1
-        return n
-
-    def add(self, msg: Outgoing) -> None:
-        if self.spool is not None and msg.kind == "update":
-            name = f"{time.time_ns():020d}-{msg.key}"
-            path = self.spool / "updates" / f"{name}.msgpack"
-            _write_atomic(path.with_suffix(".topic"), msg.topic.encode())
-            _write_atomic(path, msg.payload)
-            msg.spool_path = path
-        self.queued.append(msg)
-        while len(self) > self.limit and self.queued:
-            victim = next((m for m in self.queued if m.kind == "loss"), self.queued[0])
-            self.queued.remove(victim)
-            self._forget(victim)
-            self.dropped += 1
-            log.warning(
-                "MQTT buffer full (%d messages, broker unreachable?): dropped %s %s; "
-                "%d dropped so far; raise --buffer to keep more",
-                self.limit,
-                victim.kind,
-                victim.key,
-                self.dropped,
-            )
-
-    def take(self) -> Outgoing | None:
-        """The next queued message to hand to the client, if there is room in flight."""
-        if not self.queued or len(self.inflight) >= MAX_INFLIGHT:
-            return None
-        return self.queued.popleft()
-
-    def handed(self, msg: Outgoing, mid: int) -> None:
-        self.inflight[mid] = msg
-
-    def acked(self, mid: int) -> Outgoing | None:
-        msg = self.inflight.pop(mid, None)
-        if msg is not None:
-            self._forget(msg)
-        return msg
-
-    def _forget(self, msg: Outgoing) -> None:
-        if msg.spool_path is not None:
-            for path in (msg.spool_path, msg.spool_path.with_suffix(".topic")):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 # ----------------------------------------------------------------------------- the bridge
 
 
@@ -318,11 +207,15 @@ class Bridge:
         self.settings = settings
         self.topics = settings.topics
         self.transport_factory = transport_factory
-        self.outbox = Outbox(settings.buffer, settings.spool)
+        self.outbox = Outbox(
+            settings.buffer,
+            settings.spool,
+            resend_min=settings.resend_min,
+            resend_max=settings.resend_max,
+        )
         self.state: BridgeState | None = None
         self.link: BoardLink | None = None
-        self.client: paho.Client | None = None
-        self.mqtt_connected = False
+        self.uplink: Uplink | None = None
         self.uploads = 0  #: updates published (handed to the outbox) by this process
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
@@ -464,9 +357,8 @@ class Bridge:
         )
         if not math.isfinite(event.loss) or not all(math.isfinite(o) for o in event.outputs):
             log.warning("board reported a non-finite loss at step %d; not forwarded", loss.step)
-        else:
-            topic = self.topics.worker_loss(state.worker_id)
-            self._enqueue(Outgoing(topic, contract.encode_loss(event), "loss", f"loss-{loss.step}"))
+        elif self.uplink is not None:
+            self.uplink.send_loss(event)
         self._wake.set()
 
     # -- carrying out decisions -----------------------------------------------------------
@@ -546,9 +438,9 @@ class Bridge:
             loss=state.loss_summary(),
             created=time.time(),
         )
-        payload = contract.encode_update(update)
-        topic = self.topics.worker_update(state.worker_id)
-        self._enqueue(Outgoing(topic, payload, "update", update.upload_id))
+        if self.uplink is None:
+            raise LinkError("no MQTT session to publish the update on")
+        self.uplink.send_update(update)
         state.pulled(held)
         self._save_board_state()
         self.uploads += 1
@@ -575,7 +467,7 @@ class Bridge:
             "held": asdict(state.held) if state.held else None,
             "uploaded": sorted(state.uploaded)[-16:],
         }
-        _write_atomic(path, json.dumps(obj).encode())
+        write_atomic(path, json.dumps(obj).encode())
 
     def _restore_board_state(self, state: BridgeState) -> None:
         path = self._state_path()
@@ -594,136 +486,29 @@ class Bridge:
     # -- the MQTT side --------------------------------------------------------------------
 
     def _start_mqtt(self) -> None:
-        worker_id = self.worker_id
-        will = contract.encode_worker_status(self._status("offline"))
-        client = mqtt.make_client(
+        self.uplink = Uplink(
             self.settings.broker,
-            f"tinyfed-gw-{self.settings.fleet}-{worker_id}"[:64],
-            will_topic=self.topics.worker_status(worker_id),
-            will_payload=will,
+            self.topics,
+            self.worker_id,
+            self.outbox,
+            status=self._status,
+            on_global=self._on_global,
         )
-        client.on_connect = self._cb_connect
-        client.on_disconnect = self._cb_disconnect
-        client.on_message = self._cb_message
-        client.on_publish = self._cb_publish
-        self.client = client
-        mqtt.connect(client, self.settings.broker)
-        client.loop_start()
-        log.info("connecting to %s as worker %s", self.settings.broker, worker_id)
+        self.uplink.start("online" if self.link is not None else "board-missing")
 
     async def _stop_mqtt(self) -> None:
-        client, self.client = self.client, None
-        if client is None:
-            return
-        if self.mqtt_connected:
-            info = client.publish(
-                self.topics.worker_status(self.worker_id),
-                contract.encode_worker_status(self._status("offline")),
-                qos=1,
-                retain=True,
-            )
-            deadline = time.monotonic() + 2.0
-            while not info.is_published() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-        if len(self.outbox):
-            log.warning(
-                "%d message(s) unpublished at exit%s",
-                len(self.outbox),
-                " (updates kept in the spool)" if self.settings.spool else "",
-            )
-        self.mqtt_connected = False  # our own disconnection: no "lost the broker" warning
-        client.disconnect()
-        client.loop_stop()
+        uplink, self.uplink = self.uplink, None
+        if uplink is not None:
+            await uplink.stop()
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(fn, *args)
-
-    # paho's thread: hand everything over to the event loop.
-    def _cb_connect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_mqtt_connect, rc)
-
-    def _cb_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_mqtt_disconnect, rc)
-
-    def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._call(self._on_mqtt_message, msg.topic, bytes(msg.payload))
-
-    def _cb_publish(
-        self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_mqtt_puback, mid, rc)
-
-    def _on_mqtt_connect(self, rc: ReasonCode) -> None:
-        client = self.client
-        if client is None:
-            return
-        if rc.is_failure:
-            log.error("broker %s refused the connection: %s", self.settings.broker, rc)
-            return
-        self.mqtt_connected = True
-        log.info("connected to %s", self.settings.broker)
-        client.subscribe(self.topics.global_model, qos=1)
-        self._publish_status("online" if self.link is not None else "board-missing")
-        self._flush()
-
-    def _on_mqtt_disconnect(self, rc: ReasonCode) -> None:
-        if self.mqtt_connected:
-            log.warning(
-                "lost the broker %s (%s); %d message(s) buffered, reconnecting",
-                self.settings.broker,
-                rc,
-                len(self.outbox),
-            )
-        self.mqtt_connected = False
-
-    def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
-        if topic != self.topics.global_model:
-            log.warning("ignored a message on unexpected topic %s", topic)
-            return
-        if not payload:
-            log.warning("the retained global model on %s was cleared; keeping the last one", topic)
-            return
-        try:
-            g = contract.decode_global(payload)
-        except ContractError as exc:
-            log.error("rejected a global model on %s (%d bytes): %s", topic, len(payload), exc)
-            return
-        log.info("global model round %d (%s) received", g.round, g.sha256[:12])
+    def _on_global(self, g: GlobalModel) -> None:
         if self.state is None:
             self._pending_global = g
         else:
             self.state.on_global(g)
         self._wake.set()
 
-    def _on_mqtt_puback(self, mid: int, rc: ReasonCode) -> None:
-        msg = self.outbox.acked(mid)
-        if msg is not None:
-            if rc.is_failure:
-                log.error("broker refused %s %s on %s: %s", msg.kind, msg.key, msg.topic, rc)
-            elif msg.kind == "update":
-                log.info("update %s delivered to the broker", msg.key)
-        self._flush()
-
-    def _enqueue(self, msg: Outgoing) -> None:
-        self.outbox.add(msg)
-        self._flush()
-
-    def _flush(self) -> None:
-        client = self.client
-        if client is None or not self.mqtt_connected:
-            return
-        while (msg := self.outbox.take()) is not None:
-            info = client.publish(msg.topic, msg.payload, qos=1)
-            self.outbox.handed(msg, info.mid)
-
-    def _status(self, state: Literal["online", "offline", "board-missing"]) -> WorkerStatus:
+    def _status(self, state: WorkerState) -> WorkerStatus:
         board = self.state.board if self.state else None
         held = self.state.held if self.state else None
         return WorkerStatus(
@@ -738,13 +523,6 @@ class Bridge:
             time=time.time(),
         )
 
-    def _publish_status(self, state: Literal["online", "offline", "board-missing"]) -> None:
-        client = self.client
-        if client is None or not self.mqtt_connected:
-            return
-        client.publish(
-            self.topics.worker_status(self.worker_id),
-            contract.encode_worker_status(self._status(state)),
-            qos=1,
-            retain=True,
-        )
+    def _publish_status(self, state: WorkerState) -> None:
+        if self.uplink is not None:
+            self.uplink.publish_status(state)

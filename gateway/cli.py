@@ -96,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--spool",
         metavar="DIR",
-        help="folder keeping unpublished updates and the board's state across gateway "
+        help="folder keeping undelivered updates and the board's state across gateway "
         f"restarts (env {defaults.ENV_SPOOL}; default: memory only)",
     )
     p.add_argument(
@@ -121,6 +121,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="N",
         help="times a command or window is sent again before the transfer fails "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--resend-after",
+        type=float,
+        default=defaults.DEFAULT_RESEND_AFTER,
+        metavar="SECONDS",
+        help="an update is kept until the aggregator's receipt says it is on its disk; without "
+        "one it is sent again (same upload id) after this long, then doubling up to 5 minutes, "
+        "and at once when the broker or the aggregator comes back (default: %(default)s)",
     )
     p.set_defaults(func=run)
 

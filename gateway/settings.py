@@ -18,6 +18,9 @@ DEFAULT_LINK_TIMEOUT = 1.0  #: seconds to wait for one answer from the board
 DEFAULT_LINK_RETRIES = 5  #: a command or window sent again this many times before giving up
 RECONNECT_MIN = 0.5  #: first wait before reopening a lost board link, doubled up to the max
 RECONNECT_MAX = 8.0
+#: first wait for the aggregator's receipt before an update is sent again (then doubling)
+DEFAULT_RESEND_AFTER = 30.0
+RESEND_MAX = 300.0  #: longest wait between two sends of an update without a receipt
 
 ENV_DEVICE = "TINYFED_DEVICE"
 ENV_BROKER = "TINYFED_BROKER"
@@ -40,6 +43,8 @@ class GatewaySettings:
     link_retries: int = DEFAULT_LINK_RETRIES
     reconnect_min: float = RECONNECT_MIN
     reconnect_max: float = RECONNECT_MAX
+    resend_min: float = DEFAULT_RESEND_AFTER
+    resend_max: float = RESEND_MAX
 
     def __post_init__(self) -> None:
         check_url(self.device)
@@ -57,6 +62,10 @@ class GatewaySettings:
             raise UsageError(f"--link-retries must be in 0..100, got {self.link_retries}")
         if not 0 < self.reconnect_min <= self.reconnect_max:
             raise UsageError("reconnect delays must satisfy 0 < min <= max")
+        if not 0.1 <= self.resend_min <= 3600:
+            raise UsageError(f"--resend-after must be in 0.1..3600 s, got {self.resend_min}")
+        if self.resend_max < self.resend_min:
+            raise UsageError("resend delays must satisfy min <= max")
 
     @property
     def topics(self) -> Topics:
@@ -94,4 +103,6 @@ class GatewaySettings:
             buffer=args.buffer,
             link_timeout=args.link_timeout,
             link_retries=args.link_retries,
+            resend_min=args.resend_after,
+            resend_max=max(RESEND_MAX, args.resend_after),
         )

@@ -11,6 +11,7 @@ from aggregator.rounds import (
     Accepted,
     Counted,
     Decision,
+    Duplicate,
     Rejected,
     RoundClosed,
     RoundFailed,
@@ -216,10 +217,20 @@ def test_stale_update_is_rejected_naming_both_rounds() -> None:
     assert m.reported == ()
 
 
-def test_redelivered_upload_is_rejected_as_duplicate() -> None:
+def test_redelivered_upload_is_confirmed_again_and_counted_once() -> None:
+    # A gateway re-sends an update until it sees the receipt: the copy changes nothing.
     m = machine(expect="a,b")
     m.update_received(update("a", 1.0, upload="u1"), T0 + 1)
     decisions = m.update_received(update("a", 1.0, upload="u1"), T0 + 2)
+    assert decisions == [Duplicate(0, 1, "a", "u1")]
+    assert len(m.participants) == 1
+    assert m.rejected_count == 0
+
+
+def test_an_upload_id_counted_for_another_worker_is_rejected() -> None:
+    m = machine(expect="a,b")
+    m.update_received(update("a", 1.0, upload="u1"), T0 + 1)
+    decisions = m.update_received(update("b", 1.0, upload="u1"), T0 + 2)
     assert "duplicate upload 'u1'" in only(decisions, Rejected)[0].rejection.reason
     assert len(m.participants) == 1
 
@@ -361,6 +372,6 @@ def test_machine_restored_from_counted_updates_ends_where_an_uninterrupted_one_d
     closed = only(restored.update_received(update("c", 2.0), T0 + 102), RoundClosed)[0]
     # Assert
     assert accepted.weight == 7.0
-    assert "duplicate upload" in only(again, Rejected)[0].rejection.reason
+    assert only(again, Duplicate) == [Duplicate(0, 1, "b", "b-r0")]
     np.testing.assert_array_equal(closed.model.params, expected.model.params)
     assert closed.event.duration_s == pytest.approx(102.0)

@@ -99,6 +99,16 @@ class Observer:
                 if m.topic == self.topics.rounds
             ]
 
+    def receipts(self, worker_id: str) -> list[contract.Receipt]:
+        """The receipts the aggregator published for ``worker_id``, in order."""
+        topic = self.topics.worker_receipt(worker_id)
+        with self._cond:
+            return [
+                contract.decode_receipt(m.payload)
+                for m in self._messages
+                if m.topic == topic and m.payload
+            ]
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -305,8 +315,16 @@ def test_stale_duplicate_and_malformed_updates_are_rejected_and_change_nothing(
     # Assert
     reasons = {r.upload_id or "?": r.reason for r in event.rejected}
     assert "based on round 5, the open round is 0" in reasons["a-stale"]
-    assert "duplicate upload 'a-good'" in reasons["a-good"]
+    assert "a-good" not in reasons  # a redelivered upload is confirmed again, not rejected
     assert "already counted in round 0" in reasons["a-second"]
+    receipts = observer.receipts("a")
+    assert [(r.upload_id, r.outcome) for r in receipts] == [
+        ("a-stale", "rejected"),
+        ("a-good", "accepted"),
+        ("a-good", "accepted"),
+        ("a-second", "rejected"),
+    ]
+    assert "based on round 5" in receipts[0].reason
     malformed = [r.reason for r in event.rejected if not r.upload_id]
     assert any("sha256 does not match" in r for r in malformed)
     assert any("not valid msgpack" in r for r in malformed)
@@ -347,9 +365,13 @@ def test_sigkilled_aggregator_resumes_the_same_round_and_counts_nothing_twice(
     # Assert
     np.testing.assert_allclose(g1.params, fedavg((pa, 6), (pb, 10)), atol=1e-7)
     assert [(p.worker_id, p.weight) for p in event.participants] == [("a", 6.0), ("b", 10.0)]
-    # the re-sent copy, and the original too if the kill beat its acknowledgement
-    assert {r.upload_id for r in event.rejected} == {ua.upload_id}
-    assert all("duplicate upload" in r.reason for r in event.rejected)
+    # the re-sent copy (and the original too if the kill beat its acknowledgement) is
+    # confirmed again with an "accepted" receipt, never counted twice nor rejected
+    assert event.rejected == ()
+    assert {(r.upload_id, r.outcome) for r in observer.receipts("a")} == {
+        (ua.upload_id, "accepted")
+    }
+    assert len(observer.receipts("a")) >= 2
     with Store(db) as store:
         assert [p.worker_id for p in store.participants(0)] == ["a", "b"]
         assert store.global_model()[0].sha256 == g1.sha256

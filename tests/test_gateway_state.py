@@ -240,7 +240,7 @@ def update_payload(upload_id: str) -> bytes:
     )
 
 
-def test_spooled_updates_come_back_after_a_restart_and_leave_once_acknowledged(
+def test_spooled_updates_come_back_after_a_restart_and_leave_once_receipted(
     tmp_path: Path,
 ) -> None:
     # Prepare
@@ -254,9 +254,47 @@ def test_spooled_updates_come_back_after_a_restart_and_leave_once_acknowledged(
     assert msg is not None
     second.handed(msg, 7)
     second.acked(7)
-    # Assert
-    assert (msg.topic, msg.key) == ("t/w/update", "abc")
+    # Assert: the broker's PUBACK is not delivery; the aggregator's receipt is
+    assert (msg.topic, msg.key, msg.base_round) == ("t/w/update", "abc", 1)
+    assert len(list((tmp_path / "updates").iterdir())) == 2
+    assert second.confirmed("abc") is msg
     assert list((tmp_path / "updates").iterdir()) == []
+
+
+def test_an_update_without_receipt_is_sent_again_with_backoff_until_its_round_is_over() -> None:
+    # Prepare
+    box = Outbox(limit=10, resend_min=10.0, resend_max=25.0)
+    box.add(Outgoing("t/w/update", b"u", "update", "u1", base_round=3))
+    sends: list[float] = []
+    # Execute: PUBACKs at t=0, then each time it is queued again; no receipt ever comes
+    now = 0.0
+    for _ in range(4):
+        msg = box.take()
+        assert msg is not None
+        box.handed(msg, 1)
+        box.acked(1, now)
+        sends.append(now)
+        while not box.due(now):
+            now += 1.0
+    # Assert: waits of 10, 20, then capped at 25 s; a newer global model ends it
+    assert sends == [0.0, 10.0, 30.0, 55.0]
+    assert box.resent == 4
+    assert [m.key for m in box.expire(4)] == ["u1"]
+    assert len(box) == 0
+
+
+def test_a_receipt_or_a_newer_round_ends_an_update_wherever_it_waits() -> None:
+    box = Outbox(limit=10)
+    box.add(Outgoing("t/w/update", b"a", "update", "a", base_round=1))
+    box.add(Outgoing("t/w/update", b"b", "update", "b", base_round=2))
+    box.add(Outgoing("t/w/update", b"c", "update", "c", base_round=2))
+    first = box.take()
+    assert first is not None
+    box.handed(first, 9)  # "a" in flight, "b" and "c" queued
+    assert box.confirmed("b") is not None
+    assert box.confirmed("b") is None  # a retained receipt seen again changes nothing
+    assert [m.key for m in box.expire(2)] == ["a"]
+    assert [m.key for m in box.updates()] == ["c"]
 
 
 def test_an_unreadable_spool_file_is_moved_aside(tmp_path: Path) -> None:
