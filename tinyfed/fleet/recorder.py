@@ -323,6 +323,10 @@ class Recorder:
                 received=now,
             )
             self._store(lambda: self._updates.append(update))
+        elif what == "receipt":  # not subscribed to; checked, not kept (round events say it all)
+            if not payload:
+                return "cleared"
+            contract.decode_receipt(payload)
         else:
             if not payload:
                 return "cleared"
