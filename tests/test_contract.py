@@ -510,3 +510,27 @@ def test_lists_shrink_further_when_their_text_escapes_to_many_bytes() -> None:
     back = contract.decode_round_event(payload)
     assert 0 < len(back.participants) < contract.MAX_LISTED
     assert (back.participant_count, back.rejected_count) == (1000, 1000)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"upload_id": ""}, "upload id must be 1-128"),
+        ({"worker_id": "a/b"}, "invalid worker id"),
+        ({"round": -1}, "'round' is negative"),
+        ({"outcome": "maybe"}, "'outcome' is 'maybe'"),
+        ({"time": float("nan")}, "cannot be encoded"),
+    ],
+)
+def test_a_receipt_the_contract_cannot_carry_is_not_encoded(
+    changes: dict[str, object], reason: str
+) -> None:
+    fields: dict[str, object] = {
+        "worker_id": "b1",
+        "upload_id": "u1",
+        "round": 0,
+        "outcome": "accepted",
+        **changes,
+    }
+    with pytest.raises(ContractError, match=reason):
+        contract.encode_receipt(contract.Receipt(**fields))  # type: ignore[arg-type]

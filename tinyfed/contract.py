@@ -793,17 +793,26 @@ def decode_worker_status(payload: bytes) -> WorkerStatus:
 
 
 def encode_receipt(r: Receipt) -> bytes:
-    """JSON payload of the aggregator's decision about one upload (reason truncated)."""
-    return _json_dump(
-        {
-            "worker": check_worker_id(r.worker_id),
-            "upload_id": r.upload_id,
-            "round": r.round,
-            "outcome": r.outcome,
-            "reason": _clip(r.reason),
-            "time": r.time,
-        }
-    )
+    """JSON payload of the aggregator's decision about one upload (reason truncated).
+
+    Raises ContractError for a receipt the contract cannot carry (an empty or over-long upload
+    id, say, or a non-finite time): no subscriber could read it.
+    """
+    try:
+        payload = _json_dump(
+            {
+                "worker": check_worker_id(r.worker_id),
+                "upload_id": r.upload_id,
+                "round": r.round,
+                "outcome": r.outcome,
+                "reason": _clip(r.reason),
+                "time": r.time,
+            }
+        )
+    except (TypeError, ValueError) as exc:  # not JSON-serialisable, or NaN / infinity
+        raise ContractError(f"receipt: cannot be encoded ({exc})") from exc
+    decode_receipt(payload)
+    return payload
 
 
 def decode_receipt(payload: bytes) -> Receipt:
