@@ -211,6 +211,7 @@ class RoundMachine:
                 )
         for r in rejected:
             self._note_rejection(r)
+        self._aggregate.mark_stored()
 
     # ------------------------------------------------------------------ state
 
@@ -269,6 +270,10 @@ class RoundMachine:
         self._norms.append(norm)
         self._order.append(p.worker_id)
         return norm
+
+    def stored(self) -> None:
+        """The decisions returned so far are in the store (the aggregate may re-read them)."""
+        self._aggregate.mark_stored()
 
     @property
     def round(self) -> int:

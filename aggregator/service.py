@@ -331,7 +331,8 @@ class AggregatorService:
             with self.store.savepoint():
                 decisions = self._dispatch(m, now)
                 self._record(decisions)
-                return decisions
+            self.machine.stored()
+            return decisions
         except Exception as exc:  # one message must never stop the service
             self.poisoned += 1
             log.exception(

@@ -21,6 +21,7 @@ need every value of a coordinate at once, so they hold the round's models (one p
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class WeightedSum:
         for start in range(0, self.size, self.BLOCK):
             stop = min(start + self.BLOCK, self.size)
             block = self._scratch[: stop - start]
-            np.multiply(x[start:stop], weight, out=block)
+            np.multiply(x[start:stop], weight, out=block, dtype=np.float64)
             self._sum[start:stop] += block
         self.total_weight += weight
 
@@ -178,8 +179,13 @@ def distance(params: F32, reference: F32) -> float:
     float64 keeps the norm finite for any finite float32 input (values near 3.4e38 would
     overflow a float32 norm to inf).
     """
-    delta = _vector(params).astype(np.float64) - _vector(reference, "reference")
-    return float(np.linalg.norm(delta))
+    x, ref = _vector(params), _vector(reference, "reference")
+    total = 0.0
+    for start in range(0, x.shape[0], WeightedSum.BLOCK):  # 16 KB of float64 at a time
+        stop = start + WeightedSum.BLOCK
+        delta = x[start:stop].astype(np.float64) - ref[start:stop]
+        total += float(np.dot(delta, delta))
+    return math.sqrt(total)
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,8 @@ class RoundAggregate:
         self._models: list[tuple[F32, float]] = []
         self._norms: list[float] = []  #: distance of every update from the base, float64
         self._weights: list[float] = []
+        self._stored = 0  #: updates the source already holds (the first ones, in order)
+        self._recent: list[tuple[F32, float]] = []  #: added since, not yet in the source
 
     @property
     def held_models(self) -> int:
@@ -295,9 +303,16 @@ class RoundAggregate:
             self._sum.add(self._fixed_clip(x), weight)
         if self._hold_all:
             self._models.append((x, weight))
+        elif self.source is not None:
+            self._recent.append((x, weight))
         self._norms.append(norm)
         self._weights.append(weight)
         return norm
+
+    def mark_stored(self) -> None:
+        """Every update added so far is now readable from the source (it was committed)."""
+        self._stored = len(self._norms)
+        self._recent.clear()
 
     def _fixed_clip(self, x: F32) -> F32:
         c = self.strategy.clip_norm
@@ -313,7 +328,8 @@ class RoundAggregate:
             return self._models
         if self.source is None:
             raise ValueError("the round's updates are not held and there is no source to re-read")
-        return self.source()
+        # the source holds the first ones; the last may not be written yet (same transaction)
+        return itertools.chain(itertools.islice(self.source(), self._stored), self._recent)
 
     def result(self, velocity: F32 | None) -> tuple[F32, F32 | None]:
         """``(new global, new server velocity)``; the base unchanged if nobody trained."""

@@ -220,6 +220,12 @@ def test_an_update_in_the_spool_survives_a_gateway_restart_with_its_upload_id(
             try:
                 gw2.wait_log(f"update {upload_id} delivered to the broker", timeout=20)
                 peer.wait("the update", lambda p: len(p.of_kind("update")) >= 1, timeout=20)
+                # the broker's PUBACK is not the end: the aggregator's receipt is
+                assert len(list((spool / "updates").glob("*.msgpack"))) == 1
+                receipt = contract.Receipt("w", upload_id, 9, "accepted")
+                topic = contract.Topics(fleet).worker_receipt("w")
+                peer.client.publish(topic, contract.encode_receipt(receipt), qos=1, retain=True)
+                gw2.wait_log(f"update {upload_id} counted by the aggregator", timeout=20)
             finally:
                 gw2.stop()
         # Assert: the same upload id, once; the board was not given the global model again.
