@@ -374,6 +374,12 @@ class AggregatorService:
                 update = contract.decode_update(m.payload)
             except ContractError as exc:
                 return self.machine.malformed(worker_id, str(exc), now)
+            if update.base_round < self.machine.round and update.worker_id == worker_id:
+                # A re-send of an update counted in a closed round (its receipt was lost):
+                # confirm it again rather than call it stale.
+                counted = self.store.counted_round(worker_id, update.upload_id)
+                if counted is not None:
+                    return [Duplicate(counted, 0, worker_id, update.upload_id)]
             return self.machine.update_received(update, now, sender=worker_id)
         return []
 

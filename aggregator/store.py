@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS participants (
     UNIQUE (round, worker_id),
     UNIQUE (round, upload_id)
 );
+CREATE INDEX IF NOT EXISTS participants_upload ON participants (upload_id);
 CREATE TABLE IF NOT EXISTS updates (
     seq INTEGER PRIMARY KEY REFERENCES participants (seq),
     params BLOB NOT NULL             -- deleted once the round closes
@@ -383,6 +384,14 @@ class Store:
         )
         for params, weight in rows:  # lazily: one model in memory at a time
             yield model.from_bytes(params), float(weight)
+
+    def counted_round(self, worker_id: str, upload_id: str) -> int | None:
+        """The round in which ``worker_id``'s upload ``upload_id`` was counted, if it was."""
+        row = self._db.execute(
+            "SELECT round FROM participants WHERE upload_id = ? AND worker_id = ?",
+            (upload_id, worker_id),
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def participants(self, round_: int) -> list[Participant]:
         """The workers counted in ``round_``, in the order they were accepted."""

@@ -1,0 +1,123 @@
+"""End-to-end delivery: an update is done when the aggregator's receipt says it is on its disk.
+
+The real gateway uplink (:mod:`gateway.uplink`) and the real aggregator service against a real
+Mosquitto: updates the broker acknowledged but could not deliver are sent again until counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_aggregator_poison import running_aggregator
+from test_aggregator_service import Observer, Worker, flags, perturbed
+
+from aggregator.store import Store
+from gateway.uplink import Outbox, Uplink
+from tinyfed import contract
+from tinyfed.broker import Mosquitto
+from tinyfed.contract import ModelUpdate, Topics, WorkerStatus
+from tinyfed.mqtt import parse_broker_url
+
+
+async def _until(check: object, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def test_an_update_acknowledged_with_no_aggregator_listening_is_sent_again_and_counted(
+    broker: Mosquitto, fleet: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: no aggregator has ever subscribed, so the broker acknowledges the update with
+    # "no matching subscribers" (0x10) and drops it; the old gateway called that delivered.
+    topics = Topics(fleet)
+    observer = Observer(broker.url, topics)
+    params = perturbed(21)
+    upload_id = uuid.uuid4().hex
+    update = ModelUpdate(
+        worker_id="a",
+        base_round=0,
+        local_steps=10,
+        params=params,
+        upload_id=upload_id,
+        pipeline="centroid",
+    )
+    outbox = Outbox(100, tmp_path / "spool", resend_min=60.0)  # the timer will not help
+
+    async def scenario() -> None:
+        uplink = Uplink(
+            parse_broker_url(broker.url),
+            topics,
+            "a",
+            outbox,
+            status=lambda state: WorkerStatus("a", state, transport="test", time=time.time()),
+            on_global=lambda g: None,
+        )
+        uplink.start()
+        try:
+            await _until(lambda: uplink.connected, "the uplink to connect")
+            uplink.send_update(update)
+            await _until(lambda: upload_id in outbox.awaiting, "the broker's PUBACK")
+            assert len(list((tmp_path / "spool" / "updates").glob("*.msgpack"))) == 1
+            # Execute: the aggregator comes up (its online status makes the gateway re-send)
+            argv = flags(broker.url, fleet, str(tmp_path / "agg.db"), "--expect", "a")
+            with running_aggregator(argv):
+                await _until(lambda: upload_id in uplink.receipts, "the receipt", timeout=30)
+                await asyncio.to_thread(observer.global_model, 1)
+        finally:
+            await uplink.stop()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    observer.close()
+    # Assert: counted once, and the spool is empty only now
+    with Store(tmp_path / "agg.db") as store:
+        assert [p.upload_id for p in store.participants(0)] == [upload_id]
+    assert list((tmp_path / "spool" / "updates").glob("*.msgpack")) == []
+    assert "re-sending update(s) without a receipt" in caplog.text
+
+
+def test_a_resent_update_of_a_closed_round_is_confirmed_not_rejected(
+    broker: Mosquitto, fleet: str, tmp_path: Path
+) -> None:
+    # Prepare: round 0 closes with a's update; a's receipt is "lost" and a sends it again
+    topics = Topics(fleet)
+    observer = Observer(broker.url, topics)
+    a, b = Worker(broker.url, topics, "a"), Worker(broker.url, topics, "b")
+    ua = a.update(perturbed(1), upload="a-r0")
+    with running_aggregator(flags(broker.url, fleet, str(tmp_path / "agg.db"), "--expect", "a,b")):
+        observer.global_model(0)
+        a.send(ua)
+        b.send(b.update(perturbed(2), upload="b-r0"))
+        observer.global_model(1)
+        # Execute
+        a.send(ua)
+        observer.wait(
+            topics.worker_receipt("a"),
+            lambda p: len(observer.receipts("a")) >= 2,
+            "the second receipt",
+        )
+        a.send(a.update(perturbed(3), base=1, upload="a-r1"))
+        b.send(b.update(perturbed(4), base=1, upload="b-r1"))
+        event = observer.round_event(1)
+    observer.close()
+    a.close()
+    b.close()
+    # Assert
+    receipts = observer.receipts("a")
+    assert [(r.upload_id, r.round, r.outcome) for r in receipts[:2]] == [
+        ("a-r0", 0, "accepted"),
+        ("a-r0", 0, "accepted"),
+    ]
+    assert event.rejected == ()
+    assert np.isfinite(contract.decode_global(observer.wait(
+        topics.global_model, lambda p: contract.decode_global(p).round == 2, "global 2"
+    )).params).all()  # fmt: skip
