@@ -14,15 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from test_aggregator_poison import running_aggregator
 from test_aggregator_service import Observer, Worker, flags, perturbed
 
+from aggregator import service
 from aggregator.store import Store
 from gateway.uplink import Outbox, Uplink
 from tinyfed import contract
 from tinyfed.broker import Mosquitto
 from tinyfed.contract import ModelUpdate, Topics, WorkerStatus
-from tinyfed.mqtt import parse_broker_url
+from tinyfed.mqtt import make_client, parse_broker_url
 
 
 async def _until(check: object, what: str, timeout: float = 20.0) -> None:
@@ -121,3 +124,46 @@ def test_a_resent_update_of_a_closed_round_is_confirmed_not_rejected(
     assert np.isfinite(contract.decode_global(observer.wait(
         topics.global_model, lambda p: contract.decode_global(p).round == 2, "global 2"
     )).params).all()  # fmt: skip
+
+
+def test_the_broker_sends_no_more_unacknowledged_messages_than_the_receive_maximum(
+    broker: Mosquitto, fleet: str
+) -> None:
+    # The aggregator's memory bound rests on this: it acknowledges only after committing, and
+    # announces Receive Maximum = service.INBOUND_WINDOW, so a flood waits at the broker.
+    url = parse_broker_url(broker.url)
+    got: list[int] = []
+    sub = make_client(url, f"rm-{fleet}")
+    sub.manual_ack_set(True)
+    sub.on_message = lambda c, u, m: got.append(m.mid)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.ReceiveMaximum = service.INBOUND_WINDOW
+    props.SessionExpiryInterval = 60
+    sub.connect(url.host, url.port, clean_start=True, properties=props)
+    sub.loop_start()
+    pub = make_client(url, f"rm-pub-{fleet}")
+    pub.connect(url.host, url.port)
+    pub.loop_start()
+    try:
+        info = sub.subscribe(f"{fleet}/flood", qos=1)
+        assert info[0] == 0
+        time.sleep(0.3)
+        n = service.INBOUND_WINDOW * 3
+        for _ in range(n):
+            pub.publish(f"{fleet}/flood", b"x", qos=1)
+        deadline = time.monotonic() + 20
+        while len(got) < service.INBOUND_WINDOW and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # more would have arrived by now if the broker ignored the maximum
+        assert len(got) == service.INBOUND_WINDOW
+        acked = 0
+        while len(got) < n and time.monotonic() < deadline:  # each ack lets one more in
+            for mid in got[acked:]:
+                sub.ack(mid, 1)
+            acked = len(got)
+            time.sleep(0.05)
+        assert len(got) == n
+    finally:
+        for c in (sub, pub):
+            c.disconnect()
+            c.loop_stop()
