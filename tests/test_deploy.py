@@ -8,7 +8,9 @@ reason code 0x87 "not authorized"; a QoS 1 publish the ACL denies gets PUBACK 0x
 dropped; a denied QoS 0 publish is dropped silently. Non-delivery is proven without sleeping:
 after the denied publish the same client publishes a sentinel it may publish, and the watching
 subscriber must see the sentinel and nothing of the denied message before it (Mosquitto keeps a
-session's messages in order).
+session's messages in order). The same broker shows the client-id binding
+(``use_username_as_clientid``: no account can take over the aggregator's persistent session)
+and the queue limits (more than Mosquitto's default 1,000 queued updates reach the aggregator).
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tinyfed import broker_cli
-from tinyfed.broker import Mosquitto, find_mosquitto
+from tinyfed import broker_cli, contract
+from tinyfed.broker import LIMITS, Mosquitto, find_mosquitto
 from tinyfed.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -294,12 +298,23 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 class Session:
-    """A paho 2.x MQTT v5 client for the tests: connect, publish with PUBACK codes, receive."""
+    """A paho 2.x MQTT v5 client for the tests: connect, publish with PUBACK codes, receive.
 
-    def __init__(self, port: int, username: str | None = None, password: str | None = None):
+    It never reconnects by itself: a connection the broker closes stays closed, and the reason
+    code is put in :attr:`disconnects`.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        client_id: str | None = None,
+    ):
         self.client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"test-{uuid.uuid4().hex[:8]}",
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
             reconnect_on_failure=False,
         )
@@ -307,25 +322,46 @@ class Session:
             self.client.username_pw_set(username, password)
         self.port = port
         self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
+        self.disconnects: queue.Queue[ReasonCode] = queue.Queue()
+        self.session_present = False
         self._connack: queue.Queue[ReasonCode] = queue.Queue()
         self._acks: dict[int, ReasonCode | None] = {}
         self._acked = threading.Condition()
         self._subscribed: queue.Queue[list[ReasonCode]] = queue.Queue()
-        self.client.on_connect = lambda c, u, f, rc, p: self._connack.put(rc)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnects.put(rc)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.put(rcs)
         self.client.on_message = lambda c, u, m: self.messages.put(
             (m.topic, bytes(m.payload), bool(m.retain))
         )
         self.client.on_publish = self._on_publish
 
+    def _on_connect(
+        self, c: object, u: object, flags: paho.ConnectFlags, rc: ReasonCode, p: object
+    ) -> None:
+        self.session_present = flags.session_present
+        self._connack.put(rc)
+
     def _on_publish(self, c: object, u: object, mid: int, rc: ReasonCode, p: object) -> None:
         with self._acked:
             self._acks[mid] = rc
             self._acked.notify_all()
 
-    def connect(self) -> ReasonCode:
-        """Connect and return the CONNACK reason code."""
-        self.client.connect("127.0.0.1", self.port, keepalive=10)
+    def connect(self, *, session_expiry: int = 0) -> ReasonCode:
+        """Connect and return the CONNACK reason code.
+
+        ``session_expiry`` > 0 resumes (or makes) a persistent session: clean start off, kept
+        that many seconds after a disconnection, as the aggregator does.
+        """
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = session_expiry
+        self.client.connect(
+            "127.0.0.1",
+            self.port,
+            keepalive=10,
+            clean_start=session_expiry == 0,
+            properties=props,
+        )
         self.client.loop_start()
         return self._connack.get(timeout=TIMEOUT)
 
@@ -350,6 +386,10 @@ class Session:
             if message[:2] == (topic, payload):
                 return before
             before.append(message)
+
+    def receive(self, count: int) -> list[tuple[str, bytes, bool]]:
+        """The next ``count`` messages (which must come)."""
+        return [self.messages.get(timeout=TIMEOUT) for _ in range(count)]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -452,18 +492,78 @@ def test_gateway_cannot_publish_the_global_model(login: Login, fleet: str) -> No
     assert late.until(base + "global", b"G1") == []
 
 
-def test_gateway_reads_no_other_worker_and_no_round(login: Login, fleet: str) -> None:
+@pytest.mark.parametrize("topic", ["aggregator/status", "rounds"])
+def test_gateway_cannot_publish_the_aggregators_topics(
+    login: Login, fleet: str, topic: str
+) -> None:
+    # Prepare: a forged status could make every gateway re-send, or believe a round closed
+    base = f"tinyfed/{fleet}/"
+    monitor, gateway = login("monitor"), login("b1")
+    monitor.subscribe(base + "#")
+    # Execute
+    code = gateway.publish(base + topic, b"forged", retain=True)
+    gateway.publish(base + "workers/b1/loss", b"sentinel")
+    # Assert
+    assert code == NOT_AUTHORIZED
+    assert monitor.until(base + "workers/b1/loss", b"sentinel") == []
+
+
+def test_gateway_reads_its_receipt_and_the_aggregator_status_but_no_other_worker_nor_round(
+    login: Login, fleet: str
+) -> None:
     # Prepare
     base = f"tinyfed/{fleet}/"
     aggregator, other, gateway = login("aggregator"), login("b2"), login("b1")
     gateway.subscribe(base + "#")
     # Execute
     other.publish(base + "workers/b2/loss", b"L2")
+    other.publish(base + "workers/b2/update", b"U2")
+    aggregator.publish(base + "workers/b2/receipt", b"R2")
     aggregator.publish(base + "rounds", b"R")
     aggregator.publish(base + "aggregator/status", b"A")
+    aggregator.publish(base + "workers/b1/receipt", b"R1")
+    gateway.publish(base + "workers/b1/loss", b"sentinel")
+    # Assert: of all that, only the aggregator's status and its own receipt
+    assert [(t, p) for t, p, _ in gateway.until(base + "workers/b1/loss", b"sentinel")] == [
+        (base + "aggregator/status", b"A"),
+        (base + "workers/b1/receipt", b"R1"),
+    ]
+
+
+def test_gateway_reads_only_its_own_retained_receipt(login: Login, fleet: str) -> None:
+    # Prepare: the aggregator recorded both workers' updates while b1 was away
+    base = f"tinyfed/{fleet}/"
+    aggregator = login("aggregator")
+    for worker in ("b1", "b2"):
+        code = aggregator.publish(base + f"workers/{worker}/receipt", worker.encode(), retain=True)
+        assert code == NO_MATCHING_SUBSCRIBERS
+    gateway = login("b1")
+    # Execute
+    gateway.subscribe(base + "workers/#")
     gateway.publish(base + "workers/b1/loss", b"sentinel")
     # Assert
+    assert gateway.until(base + "workers/b1/receipt", b"b1") == []
     assert gateway.until(base + "workers/b1/loss", b"sentinel") == []
+
+
+@pytest.mark.parametrize("owner", ["b1", "b2"])
+def test_gateway_cannot_forge_a_receipt(login: Login, fleet: str, owner: str) -> None:
+    # Prepare: a forged receipt would make a gateway drop an update nobody recorded
+    base = f"tinyfed/{fleet}/"
+    receipt = base + f"workers/{owner}/receipt"
+    aggregator, monitor, gateway = login("aggregator"), login("monitor"), login("b1")
+    assert aggregator.publish(receipt, b"recorded", retain=True) == NO_MATCHING_SUBSCRIBERS
+    monitor.subscribe(base + "#")
+    assert monitor.until(receipt, b"recorded") == []
+    # Execute
+    codes = [gateway.publish(receipt, b"forged", qos=qos, retain=True) for qos in (1, 0)]
+    gateway.publish(base + "workers/b1/loss", b"sentinel")
+    # Assert: refused, never delivered, and the retained receipt is still the aggregator's
+    assert codes == [NOT_AUTHORIZED, 0]
+    assert monitor.until(base + "workers/b1/loss", b"sentinel") == []
+    reader = gateway if owner == "b1" else login(owner)
+    reader.subscribe(receipt)
+    assert reader.until(receipt, b"recorded") == []
 
 
 def test_monitor_reads_everything_and_writes_nothing(login: Login, fleet: str) -> None:
@@ -487,5 +587,124 @@ def test_monitor_reads_everything_and_writes_nothing(login: Login, fleet: str) -
 
 def test_aggregator_cannot_pose_as_a_worker(login: Login, fleet: str) -> None:
     aggregator = login("aggregator")
-    assert aggregator.publish(f"tinyfed/{fleet}/workers/aggregator/update", b"U") == NOT_AUTHORIZED
-    assert aggregator.publish(f"tinyfed/{fleet}/workers/b1/update", b"U") == NOT_AUTHORIZED
+    for topic in ("aggregator/update", "b1/update", "b1/status", "b1/loss"):
+        assert aggregator.publish(f"tinyfed/{fleet}/workers/{topic}", b"U") == NOT_AUTHORIZED
+
+
+def test_aggregator_writes_receipts_that_their_gateway_reads(login: Login, fleet: str) -> None:
+    base = f"tinyfed/{fleet}/"
+    aggregator, gateway = login("aggregator"), login("b1")
+    gateway.subscribe(base + "workers/b1/receipt")
+    assert aggregator.publish(base + "workers/b1/receipt", b"R", retain=True) == 0
+    assert gateway.until(base + "workers/b1/receipt", b"R") == []
+
+
+# ----------------------------------------------------------------------------- sessions
+
+#: The client id the aggregator sends (aggregator/settings.py): fixed, so anyone can know it.
+AGGREGATOR_CLIENT_ID = "tinyfed-aggregator-tinyfed-home"
+
+
+@pytest.fixture
+def persistent_aggregator(deployment: Deployment, fleet: str) -> Iterator[Session]:
+    """The aggregator's account with its persistent session, subscribed to the fleet's updates.
+
+    The session is ended at the end of the test (a clean start, then a disconnection).
+    """
+    password = deployment.passwords["aggregator"]
+    aggregator = Session(deployment.port, "aggregator", password, client_id=AGGREGATOR_CLIENT_ID)
+    code = aggregator.connect(session_expiry=3600)
+    assert not code.is_failure, code
+    aggregator.subscribe(f"tinyfed/{fleet}/workers/+/update")
+    yield aggregator
+    aggregator.close()
+    end = Session(deployment.port, "aggregator", password, client_id=AGGREGATOR_CLIENT_ID)
+    end.connect()
+    end.close()
+
+
+def test_no_account_can_take_over_the_aggregators_session(
+    deployment: Deployment, persistent_aggregator: Session, fleet: str
+) -> None:
+    # Prepare: without use_username_as_clientid, a CONNECT with the aggregator's client id
+    # disconnects it ("session taken over"), and a clean start discards its queued updates.
+    update = f"tinyfed/{fleet}/workers/b1/update"
+    aggregator = persistent_aggregator
+    intruders = []
+    for user in ("b1", "b2"):
+        intruder = Session(
+            deployment.port, user, deployment.passwords[user], client_id=AGGREGATOR_CLIENT_ID
+        )
+        intruders.append(intruder)
+    try:
+        # Execute: one intruder while the aggregator is connected, one while it is away
+        assert not intruders[0].connect().is_failure
+        assert intruders[0].publish(update, b"while connected") == 0
+        received_online = aggregator.until(update, b"while connected")
+        aggregator.close()
+        assert aggregator.disconnects.get(timeout=TIMEOUT).value == 0  # our own, normal
+        assert not intruders[1].connect().is_failure
+        assert intruders[0].publish(update, b"queued") == 0
+        code = aggregator.connect(session_expiry=3600)
+        # Assert: never disconnected by the broker, and the queued update waited for it
+        assert received_online == []
+        assert not code.is_failure
+        assert aggregator.session_present
+        assert aggregator.until(update, b"queued") == []
+        assert aggregator.disconnects.empty()
+        assert [i.disconnects.empty() for i in intruders] == [True, True]
+    finally:
+        for intruder in intruders:
+            intruder.close()
+
+
+def test_an_account_holds_one_connection(login: Login) -> None:
+    # The consequence of binding client ids to usernames: a second connection of an account
+    # takes over the first one's session, whatever client ids they send. Mosquitto 2.0.11
+    # closes the first connection without a DISCONNECT packet ("Client monitor already
+    # connected, closing old connection." in its log): paho reports "Unspecified error".
+    first = login("monitor")
+    second = login("monitor")
+    assert first.disconnects.get(timeout=TIMEOUT).is_failure
+    assert second.disconnects.empty()
+
+
+def test_updates_queued_beyond_mosquittos_default_limit_all_reach_the_aggregator(
+    deployment: Deployment, persistent_aggregator: Session, fleet: str
+) -> None:
+    # Prepare: the aggregator is away; Mosquitto's default (max_queued_messages 1000) would
+    # keep the first 1000 updates and drop the rest silently
+    count = 1500
+    aggregator = persistent_aggregator
+    aggregator.close()
+    gateway = Session(deployment.port, "b1", deployment.passwords["b1"])
+    try:
+        assert not gateway.connect().is_failure
+        # Execute
+        infos = [
+            gateway.client.publish(f"tinyfed/{fleet}/workers/b1/update", b"%d" % i, qos=1)
+            for i in range(count)
+        ]
+        for info in infos:
+            info.wait_for_publish(TIMEOUT)
+        assert not aggregator.connect(session_expiry=3600).is_failure
+        received = aggregator.receive(count)
+    finally:
+        gateway.close()
+    # Assert: all of them, in order
+    assert [int(payload) for _, payload, _ in received] == list(range(count))
+
+
+def test_the_deployed_limits_are_the_private_brokers() -> None:
+    # tinyfed/broker.py's LIMITS must state what deploy/mosquitto/mosquitto.conf does
+    settings = dict(
+        line.split(maxsplit=1)
+        for line in DEPLOY_CONF.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    for line in LIMITS.config_lines():
+        key, value = line.split()
+        assert settings[key] == value, line
+    # ...and leave room for the contract's largest payload, its topic and properties
+    largest = max(contract.MAX_MODEL_PAYLOAD, contract.MAX_JSON_PAYLOAD)
+    assert LIMITS.max_packet_size >= largest + 4096

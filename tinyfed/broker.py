@@ -2,7 +2,9 @@
 
 The configuration is generated into a temporary folder; the broker can be stopped, killed and
 restarted on the *same* port, which the fault tests need. Persistence is on by default so a
-restart keeps retained messages, as a deployed broker would.
+restart keeps retained messages, as a deployed broker would. The broker has the deployed
+broker's limits (:data:`LIMITS`, the same figures as ``deploy/mosquitto/mosquitto.conf``; see
+docs/deploy.md, "Limits") and, on request, a TLS listener beside its plain one.
 """
 
 from __future__ import annotations
@@ -15,12 +17,57 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from tinyfed.errors import UsageError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """Mosquitto's packet and per-client queue limits (docs/deploy.md, "Limits").
+
+    Sized for a 10,000-board fleet whose updates (~42 KB each) queue for the aggregator while it
+    is down: up to 12,782 updates of 42 KB (512 MiB) or 50,000 messages, whichever comes first.
+    Beyond either, Mosquitto drops further QoS 1 messages for that client silently (the publisher
+    still gets a successful PUBACK); a gateway re-sends an update that got no receipt.
+    """
+
+    #: Largest MQTT packet a client may send (it is disconnected otherwise): twice the
+    #: contract's 64 KiB payload limit, room for the topic and the properties.
+    max_packet_size: int = 128 * 1024
+    #: Unacknowledged QoS 1 messages the broker sends a client that announces no Receive
+    #: Maximum, and the Receive Maximum it announces to clients (Mosquitto's default, written out).
+    max_inflight_messages: int = 20
+    #: QoS 1 messages queued per client beyond those in flight.
+    max_queued_messages: int = 50_000
+    #: Payload bytes queued per client beyond those in flight.
+    max_queued_bytes: int = 512 * 1024 * 1024
+
+    def config_lines(self) -> list[str]:
+        """The limits as mosquitto.conf lines."""
+        return [
+            f"max_packet_size {self.max_packet_size}",
+            f"max_inflight_messages {self.max_inflight_messages}",
+            f"max_queued_messages {self.max_queued_messages}",
+            f"max_queued_bytes {self.max_queued_bytes}",
+        ]
+
+
+#: The limits of the deployed broker (``deploy/mosquitto/mosquitto.conf``), and the default here.
+LIMITS = BrokerLimits()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS listener: the CA bundle, the server certificate (chain) and its key."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
 
 
 def free_port() -> int:
@@ -43,11 +90,19 @@ class Mosquitto:
     """A Mosquitto process with a generated configuration.
 
     Args:
-        port: TCP port on 127.0.0.1; a free one if None.
+        port: TCP port on 127.0.0.1 of the plain MQTT listener; a free one if None.
         workdir: folder for config, persistence and log; a temporary one if None.
         persistence: keep retained messages and sessions across restarts.
-        extra_config: more configuration lines (e.g. ``password_file``, ``acl_file``).
+        extra_config: more configuration lines (e.g. ``password_file``, ``acl_file``). They come
+            after the plain listener, so listener options among them apply to that listener,
+            and a global option among them overrides the generated one.
         allow_anonymous: accept clients without credentials.
+        limits: packet and queue limits; the deployed broker's by default.
+        autosave_interval: seconds between saves of the persistence file. 1 (not the deployed
+            broker's 10) because this broker's database is a few KB and the fault tests kill
+            it right after publishing.
+        tls: add a TLS listener with these files on :attr:`tls_port` (127.0.0.1).
+        tls_port: TCP port of the TLS listener; a free one if None.
     """
 
     def __init__(
@@ -58,26 +113,42 @@ class Mosquitto:
         persistence: bool = True,
         extra_config: str = "",
         allow_anonymous: bool = True,
+        limits: BrokerLimits = LIMITS,
+        autosave_interval: int = 1,
+        tls: TlsFiles | None = None,
+        tls_port: int | None = None,
     ) -> None:
         self.port = port or free_port()
+        self.tls = tls
+        self.tls_port = (tls_port or free_port()) if tls else None
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="tinyfed-mosquitto-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "mosquitto.conf"
         self.log_path = self.workdir / "mosquitto.log"
-        lines = [
+        lines = []
+        if tls is not None:
+            # First, so that listener options in extra_config apply to the plain listener.
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {tls.cafile}",
+                f"certfile {tls.certfile}",
+                f"keyfile {tls.keyfile}",
+                "require_certificate false",
+            ]
+        lines += [
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if allow_anonymous else 'false'}",
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {self.workdir}/",
-            "autosave_interval 1",
+            f"autosave_interval {autosave_interval}",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",
             "log_type notice",
             "log_type information",
             "connection_messages true",
-            "max_packet_size 1048576",
+            *limits.config_lines(),
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # mosquitto drops to 'mosquitto' otherwise
@@ -86,14 +157,22 @@ class Mosquitto:
 
     @property
     def url(self) -> str:
+        """The plain listener: ``mqtt://127.0.0.1:PORT``."""
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        """The TLS listener as ``mqtts://localhost:PORT`` (name the server certificate for)."""
+        if self.tls_port is None:
+            raise ValueError("this broker has no TLS listener (Mosquitto(tls=...))")
+        return f"mqtts://localhost:{self.tls_port}"
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start the broker and wait until it accepts TCP connections."""
+        """Start the broker and wait until its listeners accept TCP connections."""
         if self.running:
             return
         self._proc = subprocess.Popen(
@@ -102,17 +181,20 @@ class Mosquitto:
             stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout
+        waiting = [p for p in (self.port, self.tls_port) if p is not None]
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
                 raise RuntimeError(f"mosquitto exited at start: {err.strip()} {self.log_tail()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.2):
+                    waiting.pop(0)
             except OSError:
                 time.sleep(0.05)
+            if not waiting:
+                return
         self.kill()
-        raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout} s")
+        raise RuntimeError(f"mosquitto did not listen on port {waiting[0]} within {timeout} s")
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM; the broker saves its persistence file)."""

@@ -3,19 +3,32 @@
 A broker is named by a URL: ``mqtt://[USER[:PASSWORD]@]HOST[:PORT]`` (default port 1883) or
 ``mqtts://...`` for TLS (default port 8883). Credentials may also come from the environment
 variables ``TINYFED_MQTT_USERNAME`` and ``TINYFED_MQTT_PASSWORD`` (so they stay out of process
-listings); ``TINYFED_MQTT_CA`` names a CA bundle for ``mqtts://``.
+listings); ``TINYFED_MQTT_CA`` names a CA bundle for ``mqtts://`` (the system's CAs otherwise).
+
+A client from :func:`make_client` says why it cannot reach the broker: paho, connecting in its
+own thread (``connect_async`` + ``loop_start``), swallows the socket and TLS errors of its
+connection attempts and retries. Each failed attempt is described (:func:`describe_connect_error`:
+certificate not trusted, certificate for another name, connection refused, unreachable host,
+...) and logged by a :class:`ConnectFailureLog`: once per distinct cause, again at most every
+:data:`REPEAT_S` seconds while it persists.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import ssl
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -24,17 +37,35 @@ from tinyfed.errors import UsageError
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+REPEAT_S = 60.0  #: a connection failure that persists is logged again at most this often
+PROBE_TIMEOUT_S = 3.0  #: the look at a mismatched certificate's names gives up after this
+
+#: OpenSSL verification results meaning "signed by no CA this client trusts".
+_UNTRUSTED = {
+    2,  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT
+    18,  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+    19,  # X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+    20,  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+    21,  # X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE
+}
+#: OpenSSL verification results meaning "valid certificate, but for another name".
+_NAME_MISMATCH = {
+    62,  # X509_V_ERR_HOSTNAME_MISMATCH
+    64,  # X509_V_ERR_IP_ADDRESS_MISMATCH
+}
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
 
 
 @dataclass(frozen=True)
 class BrokerUrl:
-    """A parsed broker address."""
+    """A parsed broker address (``ca``: the CA bundle for TLS, None for the system's CAs)."""
 
     host: str
     port: int
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    ca: str | None = None
 
     def __str__(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"
@@ -64,7 +95,219 @@ def parse_broker_url(url: str, *, env: dict[str, str] | None = None) -> BrokerUr
         tls=parts.scheme == "mqtts",
         username=username or None,
         password=password or None,
+        ca=environ.get("TINYFED_MQTT_CA") or None,
     )
+
+
+# ------------------------------------------------------------------ why a connection failed
+
+
+@dataclass(frozen=True)
+class ConnectFailure:
+    """Why one connection attempt failed: a log level, a key naming the cause, a message."""
+
+    level: int
+    cause: str
+    message: str
+
+
+def describe_connect_error(
+    exc: BaseException,
+    host: str,
+    port: int,
+    *,
+    tls: bool,
+    ca: str | None,
+    certificate_names: Callable[[], list[str]] | None = None,
+) -> ConnectFailure:
+    """One line saying why connecting to ``host:port`` raised ``exc``, and what to check.
+
+    ``certificate_names`` is asked, for a certificate valid for another name, which names the
+    certificate is for (an empty list if unknown).
+    """
+    where = f"{host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = getattr(exc, "verify_code", None)
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        if code in _NAME_MISMATCH:
+            names = certificate_names() if certificate_names else []
+            is_for = f"it is for {', '.join(names)}" if names else "it names other hosts"
+            return ConnectFailure(
+                logging.ERROR,
+                f"hostname mismatch {host}",
+                f"TLS hostname mismatch: the broker's certificate at {where} is not valid for "
+                f"{host!r} ({is_for}); use a broker URL with a name the certificate lists, or "
+                "issue the broker a certificate for this name",
+            )
+        trusted = f"TINYFED_MQTT_CA={ca}" if ca else "TINYFED_MQTT_CA is unset: the system's CAs"
+        hint = (
+            f"it is not signed by a CA this client trusts ({trusted}); check that "
+            "TINYFED_MQTT_CA names the CA that signed the broker's certificate"
+            if code in _UNTRUSTED
+            else f"trusted CAs: {trusted}"
+        )
+        return ConnectFailure(
+            logging.ERROR,
+            f"certificate verification {code}",
+            f"TLS certificate verification failed for the broker at {where}: {reason}; {hint}",
+        )
+    if isinstance(exc, ssl.SSLError) or (tls and isinstance(exc, ConnectionResetError)):
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        return ConnectFailure(
+            logging.ERROR,
+            f"tls handshake {reason}",
+            f"TLS handshake with the broker at {where} failed ({reason}): is that port a TLS "
+            "listener (mqtts://), not plain MQTT (mqtt://)?",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectFailure(
+            logging.WARNING,
+            f"refused {where}",
+            f"cannot connect to the broker at {where}: connection refused (is the broker "
+            "running, and listening on that port?)",
+        )
+    if isinstance(exc, socket.gaierror):
+        return ConnectFailure(
+            logging.WARNING,
+            f"resolve {host}",
+            f"cannot resolve the broker's host name {host!r}: {exc.strerror or exc}",
+        )
+    if isinstance(exc, TimeoutError):
+        return ConnectFailure(
+            logging.WARNING,
+            f"timeout {where}",
+            f"cannot connect to the broker at {where}: timed out (host down, or a firewall "
+            "dropping the connection?)",
+        )
+    if isinstance(exc, OSError) and exc.errno in _UNREACHABLE:
+        return ConnectFailure(
+            logging.WARNING,
+            f"unreachable {where}",
+            f"cannot connect to the broker at {where}: {exc.strerror or 'host unreachable'}",
+        )
+    detail = str(exc) or type(exc).__name__
+    return ConnectFailure(
+        logging.WARNING,
+        f"{type(exc).__name__} {where} {detail}",
+        f"cannot connect to the broker at {where}: {detail}",
+    )
+
+
+def certificate_names(host: str, port: int, ca: str | None) -> list[str]:
+    """The names (subjectAltName, else the subject's CN) of the certificate at ``host:port``.
+
+    The certificate is read over a second TLS connection that checks the chain against ``ca``
+    but not the name; an empty list if that fails.
+    """
+    context = ssl.create_default_context(cafile=ca)
+    context.check_hostname = False
+    try:
+        with (
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            cert = tls.getpeercert()
+    except (OSError, ValueError):
+        return []
+    if not cert:
+        return []
+    alt_names = cast("tuple[tuple[str, str], ...]", cert.get("subjectAltName", ()))
+    names = [f"{kind} {value}" for kind, value in alt_names]
+    if not names:
+        subject = cast("tuple[tuple[tuple[str, str], ...], ...]", cert.get("subject", ()))
+        names = [f"CN {v}" for rdn in subject for k, v in rdn if k == "commonName"]
+    return names
+
+
+class ConnectFailureLog:
+    """Logs a client's failed connection attempts: once per distinct cause.
+
+    A cause that persists is logged again at most every ``repeat_s`` seconds, with the number of
+    attempts since; a different cause is logged at once. A successful connection resets it.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: bool,
+        ca: str | None,
+        repeat_s: float = REPEAT_S,
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger = log,
+        probe: Callable[[str, int, str | None], list[str]] = certificate_names,
+    ) -> None:
+        self.tls, self.ca = tls, ca
+        self.repeat_s = repeat_s
+        self._clock = clock
+        self._log = logger
+        self._probe = probe
+        self._lock = threading.Lock()
+        self._cause: str | None = None
+        self._logged_at = 0.0
+        self._attempts = 0  #: failed attempts since the cause was last logged
+
+    def failed(self, exc: BaseException, host: str, port: int) -> ConnectFailure:
+        """Record a failed attempt; log it unless the same cause was logged recently."""
+        failure = describe_connect_error(exc, host, port, tls=self.tls, ca=self.ca)
+        now = self._clock()
+        with self._lock:
+            self._attempts += 1
+            same = failure.cause == self._cause
+            if same and now - self._logged_at < self.repeat_s:
+                return failure
+            since = (
+                f" (still failing: {self._attempts} attempts in the last "
+                f"{now - self._logged_at:.0f} s)"
+                if same
+                else ""
+            )
+            self._cause, self._logged_at, self._attempts = failure.cause, now, 0
+        if getattr(exc, "verify_code", None) in _NAME_MISMATCH:
+            # Only now, as it costs a connection: which names is the certificate for?
+            failure = describe_connect_error(
+                exc,
+                host,
+                port,
+                tls=self.tls,
+                ca=self.ca,
+                certificate_names=lambda: self._probe(host, port, self.ca),
+            )
+        self._log.log(failure.level, "%s", failure.message + since)
+        return failure
+
+    def succeeded(self) -> None:
+        """A connection was made: the next failure is logged whatever its cause."""
+        with self._lock:
+            self._cause, self._attempts = None, 0
+
+
+class _Client(paho.Client):
+    """A paho client whose failed connection attempts are logged by a ConnectFailureLog."""
+
+    failures: ConnectFailureLog
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            rc = super().reconnect()
+        except OSError as exc:  # paho's retry loop catches it (and says nothing): log it first
+            self.failures.failed(exc, self.host, self.port)
+            raise
+        self.failures.succeeded()
+        return rc
+
+
+# ------------------------------------------------------------------ clients
+
+
+def tls_context(ca: str | None) -> ssl.SSLContext:
+    """A client TLS context verifying the broker's certificate and name against ``ca``.
+
+    ``ca`` is a PEM bundle (None: the system's CAs); :class:`UsageError` if it cannot be read.
+    """
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"TINYFED_MQTT_CA={ca}: cannot load a CA bundle from it ({exc})") from exc
 
 
 def make_client(
@@ -73,22 +316,27 @@ def make_client(
     *,
     will_topic: str | None = None,
     will_payload: bytes = b"",
+    failure_log: ConnectFailureLog | None = None,
 ) -> paho.Client:
     """An MQTT v5 paho client for ``broker``, not yet connected.
 
     ``will_topic`` sets a retained QoS 1 Last Will (the broker publishes it if the process
-    dies). Call :func:`connect` to connect with a clean start and reconnect backoff.
+    dies). Call :func:`connect` to connect with a clean start and reconnect backoff. For
+    ``mqtts://`` the broker's certificate and host name are verified against ``broker.ca``
+    (or ``TINYFED_MQTT_CA``; the system's CAs if neither is set). Failed connection attempts
+    are logged by ``failure_log`` (a new :class:`ConnectFailureLog` by default).
     """
-    client = paho.Client(
+    ca = broker.ca or os.environ.get("TINYFED_MQTT_CA") or None
+    client = _Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=paho.MQTTv5,
     )
+    client.failures = failure_log or ConnectFailureLog(tls=broker.tls, ca=ca)
     if broker.username:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls:
-        ca = os.environ.get("TINYFED_MQTT_CA")
-        client.tls_set(ca_certs=ca, cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_set_context(tls_context(ca))
     if will_topic is not None:
         client.will_set(will_topic, will_payload, qos=1, retain=True)
     client.reconnect_delay_set(min_delay=1, max_delay=8)
