@@ -64,6 +64,12 @@ SESSION_EXPIRY_S = 86_400  #: the broker keeps our queued updates this long whil
 #: bounds the inbound queue (64 x 64 KiB = 4 MiB at most) and the size of one commit batch.
 INBOUND_WINDOW = 64
 STATUS_MIN_INTERVAL_S = 1.0  #: the retained status is republished at most this often
+#: Rejection receipts per worker: a token bucket of this burst, refilled at this rate per
+#: second. A flood of bad uploads then costs a bounded outgoing queue; a gateway whose
+#: rejection receipt was skipped sends again later and gets one then. Accepted receipts
+#: (one per counted upload) are never skipped.
+REJECTION_RECEIPTS_BURST = 20.0
+REJECTION_RECEIPTS_PER_S = 5.0
 GLOBAL_CHECK_S = 0.5  #: after subscribing, how long to wait for the retained global model
 REPUBLISH_MIN_INTERVAL_S = 1.0  #: never republish the global model more often than this
 POLL_S = 0.05  #: how often the loop looks at the clock when nothing arrives
@@ -176,6 +182,8 @@ class AggregatorService:
         self._status_sent = -1e9
         self._status_key: tuple[int, int] | None = None  # (round, attempt) last published
         self.poisoned = 0  #: messages whose handling failed unexpectedly (rejected, acked)
+        self.receipts_skipped = 0  #: rejection receipts not sent (flood control)
+        self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
 
     # ------------------------------------------------------------------ paho thread
 
@@ -451,7 +459,7 @@ class AggregatorService:
                 self._publish_receipt(d.worker_id, d.upload_id, d.round, "accepted", "")
             elif isinstance(d, Rejected):
                 r = d.rejection
-                if r.upload_id:
+                if r.upload_id and self._rejection_receipt_allowed(r.worker_id):
                     self._publish_receipt(r.worker_id, r.upload_id, d.round, "rejected", r.reason)
             elif isinstance(d, RoundClosed):
                 self._publish_global(d.event.time)
@@ -495,6 +503,18 @@ class AggregatorService:
             log.warning("no receipt for %s upload %r: %s", worker_id, upload_id, exc)
             return
         self.client.publish(topic, payload, qos=1, retain=True)
+
+    def _rejection_receipt_allowed(self, worker_id: str) -> bool:
+        now = time.monotonic()
+        if len(self._receipt_tokens) > 10_000:  # many ids flooding: forget the full buckets
+            self._receipt_tokens.clear()
+        tokens, at = self._receipt_tokens.get(worker_id, (REJECTION_RECEIPTS_BURST, now))
+        tokens = min(REJECTION_RECEIPTS_BURST, tokens + (now - at) * REJECTION_RECEIPTS_PER_S)
+        allowed = tokens >= 1.0
+        self._receipt_tokens[worker_id] = (tokens - 1.0 if allowed else tokens, now)
+        if not allowed:
+            self.receipts_skipped += 1
+        return allowed
 
     def _publish_status_if_due(self, now: float) -> None:
         """Republish the status if it changed: at once for a new round or attempt, else <= 1/s."""

@@ -12,7 +12,8 @@
   it has already counted and confirms it again.
 * Re-sending happens at once when the MQTT connection comes back, when the aggregator comes
   back online or starts a new round attempt (its retained status), and otherwise after
-  ``resend_min`` seconds, doubling up to ``resend_max``.
+  ``resend_min`` seconds, doubling up to ``resend_max`` - but not while the aggregator's
+  status says it is offline: copies would only pile up in its queue at the broker.
 * :class:`Uplink` is the paho MQTT v5 client (which reconnects by itself) running all of this
   for one worker inside an asyncio loop; the real gateway (:mod:`gateway.bridge`) and the
   fleet's simulated gateways use it alike.
@@ -354,9 +355,18 @@ class Uplink:
             info = client.publish(msg.topic, msg.payload, qos=1)
             self.outbox.handed(msg, info.mid)
 
+    @property
+    def aggregator_offline(self) -> bool:
+        """True if the aggregator's retained status says it is offline (its Last Will)."""
+        return self._aggregator is not None and self._aggregator[0] == "offline"
+
     async def _resend_timer(self) -> None:
         while True:
             await asyncio.sleep(TIMER_S)
+            if self.aggregator_offline:
+                # Re-sending now would only pile copies up in the aggregator's queue at the
+                # broker: everything goes again when its status says online.
+                continue
             n = self.outbox.due(time.monotonic())
             if n:
                 log.warning("no receipt yet for %d update(s): sending again", n)
