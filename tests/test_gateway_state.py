@@ -12,6 +12,7 @@ from gateway import cli as gateway_cli
 from gateway.bench import Exchange, gatt_ops, usb_ms
 from gateway.bridge import BridgeState, Held, Outbox, Outgoing, Pull, Push
 from gateway.settings import GatewaySettings
+from gateway.uplink import Uplink
 from tinyfed import contract, model
 from tinyfed.cli import build_parser
 from tinyfed.errors import UsageError
@@ -372,3 +373,47 @@ def test_usb_and_ble_estimates_count_packets_frames_and_gatt_operations() -> Non
     window = [Exchange(out=8 * 242, into=12)]
     assert usb_ms(window) == 2  # 31 + 1 packets: two 1 ms frames of 19
     assert gatt_ops(window) == (8, 1)  # 1,936 B in 244-byte writes, one notification
+
+
+def test_the_uplink_re_sends_when_the_aggregator_comes_back_and_waits_while_it_is_offline() -> None:
+    # Prepare: an update the broker acknowledged, awaiting its receipt
+    topics = contract.Topics("demo")
+    box = Outbox(limit=10, resend_min=1.0)
+    box.add(Outgoing(topics.worker_update("w"), b"u", "update", "u1", base_round=0))
+    msg = box.take()
+    assert msg is not None
+    box.handed(msg, 1)
+    box.acked(1)
+    uplink = Uplink(
+        parse_broker_url("mqtt://localhost"),
+        topics,
+        "w",
+        box,
+        status=lambda state: contract.WorkerStatus("w", state),
+        on_global=lambda g: None,
+    )
+
+    def status(state: str, attempt: int) -> bytes:
+        return contract.encode_aggregator_status(
+            contract.AggregatorStatus(state=state, round=0, attempt=attempt)  # type: ignore[arg-type]
+        )
+
+    # Execute and assert
+    uplink._on_message(topics.aggregator_status, status("offline", 1))
+    assert uplink.aggregator_offline
+    assert [m.key for m in box.awaiting.values()] == ["u1"]  # nothing re-sent while offline
+    uplink._on_message(topics.aggregator_status, status("online", 1))
+    assert not uplink.aggregator_offline
+    assert [m.key for m in box.queued] == ["u1"]  # back online: sent again at once
+    msg = box.take()
+    assert msg is not None
+    box.handed(msg, 2)
+    box.acked(2)
+    uplink._on_message(topics.aggregator_status, status("online", 1))  # the same status again
+    assert not box.queued
+    uplink._on_message(topics.aggregator_status, status("online", 2))  # a new attempt asks
+    assert [m.key for m in box.queued] == ["u1"]
+    receipt = contract.Receipt("w", "u1", 0, "accepted")
+    uplink._on_message(topics.worker_receipt("w"), contract.encode_receipt(receipt))
+    assert len(box) == 0
+    assert uplink.receipts["u1"] == receipt
