@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ import numpy as np
 from aggregator.rounds import Accepted, Counted, Opening, Rejected, RoundClosed, RoundFailed
 from aggregator.strategies import F32
 from tinyfed import model
-from tinyfed.contract import GlobalModel, HyperParams, Participant, Rejection
-from tinyfed.errors import UsageError
+from tinyfed.contract import ContractError, GlobalModel, HyperParams, Participant, Rejection
+from tinyfed.errors import ModelError, UsageError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -363,14 +366,31 @@ class Store:
 
     def _counted(self, round_: int) -> Iterator[Counted]:
         rows = self._db.execute(
-            "SELECT p.worker_id, p.upload_id, p.local_steps, p.weight, p.loss_mean, p.norm, "
-            "u.params FROM participants p JOIN updates u ON u.seq = p.seq "
+            "SELECT p.seq, p.worker_id, p.upload_id, p.local_steps, p.weight, p.loss_mean, "
+            "p.norm, u.params FROM participants p JOIN updates u ON u.seq = p.seq "
             "WHERE p.round = ? ORDER BY p.seq",
             (round_,),
-        )
-        for worker, upload, steps, weight, loss_mean, norm, params in rows:
-            p = Participant(worker, upload, steps, weight, loss_mean)
-            yield Counted(p, model.from_bytes(params), norm)
+        ).fetchall()
+        damaged: list[int] = []
+        for seq, worker, upload, steps, weight, loss_mean, norm, params in rows:
+            try:
+                p = Participant(worker, upload, steps, weight, loss_mean)
+                yield Counted(p, model.from_bytes(params), norm)
+            except (ModelError, ContractError, TypeError, ValueError) as exc:
+                # A damaged row must not keep the aggregator from starting: it is removed, so
+                # the worker may report again, and named.
+                log.error(
+                    "stored update %s of %s is unreadable (%s): removed, not replayed",
+                    upload,
+                    worker,
+                    exc,
+                )
+                damaged.append(seq)
+        if damaged:
+            with self._tx() as db:
+                for seq in damaged:
+                    db.execute("DELETE FROM updates WHERE seq = ?", (seq,))
+                    db.execute("DELETE FROM participants WHERE seq = ?", (seq,))
 
     def round_updates(self, round_: int) -> Iterator[tuple[F32, float]]:
         """The accepted updates of ``round_`` as ``(params, weight)``, in accepted order.

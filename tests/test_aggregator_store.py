@@ -187,3 +187,28 @@ def test_database_of_another_schema_is_refused(tmp_path: Path) -> None:
     Store(path).set_meta(schema_version="99")
     with pytest.raises(Exception, match="schema 99"):
         Store(path)
+
+
+def test_a_damaged_stored_update_is_skipped_at_restart_with_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: a and b counted, then b's stored parameters damaged on disk
+    db = tmp_path / "agg.db"
+    first = Aggregator(db, T0)
+    first.feed(update("a", 1.0), T0 + 1)
+    first.feed(update("b", 3.0), T0 + 2)
+    first.store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "UPDATE updates SET params = ? WHERE seq = "
+            "(SELECT seq FROM participants WHERE worker_id = 'b')",
+            (b"\x00" * 10,),
+        )
+    # Execute
+    second = Aggregator(db, T0 + 100)
+    # Assert: it starts, names the damaged row, and resumes with what it could read
+    assert second.machine.reported == ("a",)
+    assert "stored update b-0-3.0 of b is unreadable" in caplog.text
+    second.feed(update("b", 5.0, steps=10), T0 + 101)
+    second.feed(update("c", 5.0), T0 + 102)
+    assert second.machine.round == 1
