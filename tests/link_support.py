@@ -54,10 +54,20 @@ def write_clip(path: Path, seed: int) -> Path:
     return path
 
 
-def write_script(folder: Path, presses: int, *, pace_ms: int = 50, wait_ms: int = 0) -> Path:
-    """A script pressing D2/D3/D4 in turn ``presses`` times, after ``wait_ms``."""
+def write_script(
+    folder: Path, presses: int, *, pace_ms: int = 50, wait_ms: int = 0, wait_model: bool = False
+) -> Path:
+    """A script pressing D2/D3/D4 in turn ``presses`` times, after ``wait_ms``.
+
+    With ``wait_model`` the scripted user first waits until the board has applied a model
+    downloaded in this boot (``wait model``, again after every reboot): steps trained before
+    the gateway's model arrives are thrown away by design, so a test that needs its steps
+    uploaded waits for the model instead of guessing how long a gateway takes to start.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"pace {pace_ms}", "hold 30"]
+    if wait_model:
+        lines.append("wait model")
     if wait_ms:
         lines.append(f"wait {wait_ms}")
     for i in range(presses):

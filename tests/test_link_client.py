@@ -2,6 +2,11 @@
 
 Faults are made on the wire by :class:`link_support.Relay`: a flipped byte in a chunk, an
 acknowledgement or an upload chunk, a board killed in the middle of a transfer.
+
+Timeouts: a test that needs the link to time out (a frame was lost and nothing else tells the
+host) uses a short one and asserts only lower bounds on retries, so a loaded machine that makes
+an extra timeout costs a retry, never the test; a test that counts retries or round trips
+exactly uses a long one that no scheduling delay reaches.
 """
 
 from __future__ import annotations
@@ -15,18 +20,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from link_support import Relay, corrupt_nth
+from link_support import Fault, Relay, corrupt_nth, flip_byte
 
 from gateway.transport import TransportError
 from gateway.transports import open_transport
 from tinyfed import model
 from tinyfed.errors import UsageError
-from tinyfed.link import spec
-from tinyfed.link.client import BoardLink, LinkClosedError, LossReport
+from tinyfed.link import frame, spec
+from tinyfed.link.client import BoardLink, LinkClosedError, LinkTimeoutError, LossReport
 from tinyfed.virtual_board import VirtualBoard
 
 T = spec.MsgType
-TIMEOUT = 0.3  #: the link's answer timeout in these tests (a pty answers in well under 10 ms)
+CHUNK = spec.CHUNK_BYTES
+#: The answer timeout where no timeout is expected: far above any delay of a loaded machine.
+TIMEOUT = 5.0
+#: The answer timeout where a lost frame is found by a timeout (a pty answers in well under
+#: 10 ms when idle); these tests assert at-least counts only.
+LOSS_TIMEOUT = 0.3
 
 
 @pytest.fixture
@@ -35,8 +45,28 @@ def board(binary: Path) -> Iterator[VirtualBoard]:
         yield b
 
 
-def link_to(url: str) -> BoardLink:
-    return BoardLink(open_transport(url), timeout=TIMEOUT, retries=4)
+def link_to(url: str, timeout: float = TIMEOUT, retries: int = 4) -> BoardLink:
+    return BoardLink(open_transport(url), timeout=timeout, retries=retries)
+
+
+def lose(chunk_type: int, chunks: set[int], *, times: int, ack_type: int | None = None) -> Fault:
+    """A wire fault mangling the first ``times`` copies of each chunk in ``chunks`` (by index),
+    and the first ``times`` ``ack_type`` frames naming each of them as the board's next offset;
+    the frames are recognised by their content, so extra retries do not shift the plan."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def fault(direction: str, msg_type: int, index: int, wire: bytes) -> bytes:
+        if msg_type not in (chunk_type, ack_type):
+            return wire
+        fields = frame.unpack(frame.decode_frame(wire[:-1]))
+        offset = fields["offset"] if msg_type == chunk_type else fields["next_offset"]
+        key = (msg_type, offset)
+        if offset % CHUNK or offset // CHUNK not in chunks or seen.get(key, 0) >= times:
+            return wire
+        seen[key] = seen.get(key, 0) + 1
+        return flip_byte(wire)
+
+    return fault
 
 
 def test_model_goes_down_and_comes_back_identical_in_few_round_trips(
@@ -83,7 +113,7 @@ def test_a_corrupted_frame_of_a_download_is_retried_and_the_model_arrives_intact
 
     async def scenario() -> None:
         with Relay(board.port, corrupt_nth(direction, msg_type, n)) as relay:
-            async with link_to(relay.url) as link:
+            async with link_to(relay.url, LOSS_TIMEOUT) as link:
                 await link.hello()
                 await link.put_model(params, 3)
                 got, info = await link.get_model()
@@ -99,12 +129,87 @@ def test_a_corrupted_chunk_of_an_upload_is_read_again(board: VirtualBoard) -> No
     async def scenario() -> None:
         fault = corrupt_nth("to_host", T.MODEL_CHUNK, 100)
         with Relay(board.port, fault) as relay:
-            async with link_to(relay.url) as link:
+            async with link_to(relay.url, LOSS_TIMEOUT) as link:
                 await link.hello()
                 got, info = await link.get_model()
                 assert relay.changed == 1
                 assert link.stats.bad_frames == 1
                 # The board's fresh model is the seeded one: nothing was lost or mixed up.
+                np.testing.assert_array_equal(got, model.init_params())
+                assert info.model_round == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_download_whose_every_timeout_is_followed_by_progress_never_runs_out_of_retries(
+    board: VirtualBoard,
+) -> None:
+    # Prepare: a budget of 2 retries; chunks 3, 9 and 12 are each lost once, and so is the
+    # board's gap acknowledgement asking for each of them, so only a timeout tells the host.
+    # Each re-sent window then gets an acknowledgement further on (progress) but never the
+    # whole window: 3 timeouts before a window completes, more than the budget, and every
+    # one of them followed by progress. A budget per whole window fails this download.
+    params = model.init_params(seed=13)
+    fault = lose(T.XFER_CHUNK, {3, 9, 12}, times=1, ack_type=T.XFER_ACK)
+
+    async def scenario() -> None:
+        with Relay(board.port, fault) as relay:
+            async with link_to(relay.url, timeout=1.0, retries=2) as link:
+                await link.hello()
+                # Execute
+                down = await link.put_model(params, 8)
+                got, info = await link.get_model()
+                # Assert: intact, after at least the three timeouts, each going back.
+                assert relay.changed == 6
+                assert down.retries >= 6  # three timeouts and three gaps
+                np.testing.assert_array_equal(got, params)
+                assert info.model_round == 8
+
+    asyncio.run(scenario())
+
+
+def test_an_upload_whose_every_failed_read_is_followed_by_progress_never_runs_out_of_retries(
+    board: VirtualBoard,
+) -> None:
+    # Prepare: a budget of 1 retry; chunks 10, 70 and 130 (one per READ batch of 64) are lost
+    # twice each: every batch times out, its first re-read brings nothing, its second does.
+    # 3 READs without a new chunk, more than the budget, never 2 in a row.
+    fault = lose(T.MODEL_CHUNK, {10, 70, 130}, times=2)
+
+    async def scenario() -> None:
+        with Relay(board.port, fault) as relay:
+            async with link_to(relay.url, LOSS_TIMEOUT, retries=1) as link:
+                await link.hello()
+                # Execute
+                got, info = await link.get_model()
+                # Assert
+                assert relay.changed == 6
+                assert link.stats.bad_frames == 6
+                np.testing.assert_array_equal(got, model.init_params())
+                assert info.model_round == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_download_with_no_progress_gives_up_after_its_retries(board: VirtualBoard) -> None:
+    # Prepare: every copy of chunk 5 is mangled, so the board never gets past it.
+    def fault(direction: str, msg_type: int, index: int, wire: bytes) -> bytes:
+        if msg_type == T.XFER_CHUNK:
+            fields = frame.unpack(frame.decode_frame(wire[:-1]))
+            if fields["offset"] == 5 * CHUNK:
+                return flip_byte(wire)
+        return wire
+
+    async def scenario() -> None:
+        with Relay(board.port, fault) as relay:
+            async with link_to(relay.url, LOSS_TIMEOUT, retries=2) as link:
+                await link.hello()
+                # Execute
+                with pytest.raises(LinkTimeoutError, match="without progress"):
+                    await link.put_model(model.init_params(seed=5), 9)
+                # Assert: the board kept its own model.
+                got, info = await link.get_model()
+                assert relay.changed >= 3
                 np.testing.assert_array_equal(got, model.init_params())
                 assert info.model_round == 0
 

@@ -13,6 +13,9 @@ It turns the frames of :mod:`tinyfed.link.spec` into awaitable commands and an e
 * model uploads read the model in batches of chunks, re-read what is missing, and check the
   CRC-32 of the whole model against ``MODEL_INFO``; a mismatch (the board trained in between)
   starts again;
+* a transfer gives up only after ``retries + 1`` tries in a row that moved nothing: any chunk
+  newly acknowledged (down) or newly received (up) restores the whole retry budget, so a noisy
+  line slows a transfer down but does not fail it while it still makes progress;
 * unsolicited frames (LOSS, INFER, STATE, LOG, and a HELLO with a boot id not seen before)
   go to an event queue
   read with :meth:`BoardLink.next_event`. A HELLO with a new boot id while a command runs fails
@@ -276,7 +279,9 @@ class BoardLink:
     Args:
         transport: the byte stream to the board (not yet open).
         timeout: seconds to wait for one answer (or for the next chunk of an upload).
-        retries: times a command, window or read is sent again before :class:`LinkTimeoutError`.
+        retries: times a command, window or read is sent again before :class:`LinkTimeoutError`;
+            in a transfer, tries in a row without progress (a newly acknowledged or received
+            chunk restores the budget).
         read_batch: chunks asked for in one READ (at most 255).
         busy_timeout: seconds a command keeps being retried while the board answers BUSY.
         open_transport: whether entering the context opens the transport (and leaving closes).
@@ -547,13 +552,19 @@ class BoardLink:
         acknowledgement: the board lost a chunk, dropped the rest, and wants that offset again.
         After a timeout the window is sent again; chunks the board already holds are ignored,
         and the one that ends its last acknowledged window makes it acknowledge again.
+
+        The retry budget counts timeouts since the board last acknowledged a byte it had not
+        acknowledged before: any progress (a gap acknowledgement past ``base`` included)
+        restores it. A budget per whole window would fail a noisy line whose every retry moves
+        the transfer on, because with a chunk lost in most windows a whole window is rarely
+        acknowledged without a gap first.
         """
         window = max(1, self.board.window if self.board else spec.DEFAULT_WINDOW)
         chunk = min(spec.CHUNK_BYTES, self.board.chunk_bytes if self.board else spec.CHUNK_BYTES)
         span = window * chunk
         total = len(data)
-        base = 0
-        failures = 0
+        base = 0  # the board's last acknowledged offset: everything before it arrived
+        failures = 0  # timeouts since the board last acknowledged something new
         while base < total:
             end = min(total, base + span)
             await self._send_range(data, base, end, chunk)
@@ -566,7 +577,8 @@ class BoardLink:
                     failures += 1
                     if failures > self.retries:
                         raise LinkTimeoutError(
-                            f"no XFER_ACK for bytes {base}..{end} after {failures} tries"
+                            f"no XFER_ACK for bytes {base}..{end} after {failures} tries "
+                            "without progress"
                         ) from None
                     self.stats.retries += 1
                     log.debug("%s: XFER_ACK timeout at %d; going back", self.url, base)
@@ -577,12 +589,13 @@ class BoardLink:
                         continue  # a chunk was mangled; its gap acknowledgement follows
                     raise BoardError(f["code"], f["tail"], "XFER_CHUNK")
                 (next_offset,) = struct.unpack_from("<I", reply.payload)
-                if next_offset >= end:
-                    base = end
-                    failures = 0
-                    break
                 if next_offset < base:
                     continue  # stale acknowledgement of an earlier window
+                if next_offset > base:
+                    failures = 0  # progress: the board holds bytes it had not acknowledged
+                if next_offset >= end:
+                    base = end
+                    break
                 # A gap: the board wants next_offset again and dropped what followed.
                 self.stats.retries += 1
                 log.debug("%s: gap at %d; going back", self.url, next_offset)
@@ -605,7 +618,7 @@ class BoardLink:
         chunk = min(spec.CHUNK_BYTES, self.board.chunk_bytes if self.board else spec.CHUNK_BYTES)
         pieces: dict[int, bytes] = {}
         n_chunks = (total + chunk - 1) // chunk
-        failures = 0
+        failures = 0  # READs in a row that brought no new chunk; any new chunk resets it
         while len(pieces) < n_chunks:
             missing = [i for i in range(n_chunks) if i not in pieces]
             first = missing[0]
@@ -618,7 +631,10 @@ class BoardLink:
             if got == 0:
                 failures += 1
                 if failures > self.retries:
-                    raise LinkTimeoutError(f"no MODEL_CHUNK at offset {first * chunk}")
+                    raise LinkTimeoutError(
+                        f"no MODEL_CHUNK at offset {first * chunk} after {failures} READs "
+                        "without progress"
+                    )
             else:
                 failures = 0
         return b"".join(pieces[i] for i in range(n_chunks))
