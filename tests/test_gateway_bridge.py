@@ -87,7 +87,7 @@ def test_losses_are_forwarded_and_the_model_is_uploaded_after_the_local_steps(
 ) -> None:
     # Prepare: 3 local steps per round; the scripted user presses 4 times after a pause.
     g = peer.publish_global(7, model.init_params(seed=7), local_steps=3)
-    script = write_script(tmp_path / "user", presses=4, wait_ms=1500)
+    script = write_script(tmp_path / "user", presses=4, wait_model=True)
     with VirtualBoard(script, binary=binary, extra_args=BOARD_ARGS) as board:
         gw = Gateway(tmp_path, *gateway_args(board, broker, fleet, "--worker-id", "kitchen"))
         try:
