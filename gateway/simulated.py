@@ -11,11 +11,10 @@
   (:attr:`SimulatedGateway.made`) and every receipt it saw (:attr:`SimulatedGateway.receipts`).
 * :func:`run_chaos` runs a private Mosquitto (persistence on), the real aggregator as a
   subprocess and N simulated gateways in the calling asyncio loop, SIGKILLs the broker or the
-  aggregator at seeded-random moments (restarting it after a random pause, now and then longer
-  than a round) for a fixed
-  time, lets the fleet settle, then checks the aggregator's database against what the
-  gateways made and were told: :class:`ChaosReport` (``tests/test_chaos.py``,
-  ``bench/chaos.py``, docs/reliability.md).
+  aggregator at seeded-random moments for a fixed time (restarting it after a random pause,
+  now and then longer than a round), lets the fleet settle, then checks the aggregator's
+  database against what the gateways made and were told: :class:`ChaosReport`
+  (``tests/test_chaos.py``, ``bench/chaos.py``, docs/reliability.md).
 """
 
 from __future__ import annotations
