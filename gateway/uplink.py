@@ -263,6 +263,7 @@ class Uplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self.last_state: WorkerState = "online"
+        self._newest_global: tuple[int, float] | None = None  #: (round, created) seen
 
     # -- life -----------------------------------------------------------------------------
 
@@ -451,6 +452,20 @@ class Uplink:
         except ContractError as exc:
             log.error("rejected a global model on %s (%d bytes): %s", topic, len(payload), exc)
             return
+        newest = self._newest_global
+        if newest is not None and g.round < newest[0] and g.created <= newest[1]:
+            # A broker restored from an older save can hand back an older global model for a
+            # moment (the aggregator republishes the current one when it reconnects): training
+            # on it would waste the user's words on an update rejected as stale. A fleet that
+            # really started over makes a newer model (a later creation time) and is followed.
+            log.warning(
+                "ignored global model round %d (%s): older than round %d already received",
+                g.round,
+                g.sha256[:12],
+                newest[0],
+            )
+            return
+        self._newest_global = (g.round, g.created)
         log.info("global model round %d (%s) received", g.round, g.sha256[:12])
         for msg in self.outbox.expire(g.round):
             log.info(

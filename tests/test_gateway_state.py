@@ -417,3 +417,29 @@ def test_the_uplink_re_sends_when_the_aggregator_comes_back_and_waits_while_it_i
     uplink._on_message(topics.worker_receipt("w"), contract.encode_receipt(receipt))
     assert len(box) == 0
     assert uplink.receipts["u1"] == receipt
+
+
+def test_the_uplink_ignores_an_older_global_model_unless_the_fleet_started_over() -> None:
+    # A broker restored from an older save may hand back global 7 after 9 for a moment.
+    topics = contract.Topics("demo")
+    seen: list[int] = []
+    uplink = Uplink(
+        parse_broker_url("mqtt://localhost"),
+        topics,
+        "w",
+        Outbox(limit=10),
+        status=lambda state: contract.WorkerStatus("w", state),
+        on_global=lambda g: seen.append(g.round),
+    )
+
+    def global_model(round_: int, created: float) -> bytes:
+        g = contract.GlobalModel(
+            round_, model.init_params(), contract.HyperParams(), "centroid", created=created
+        )
+        return contract.encode_global(g)
+
+    uplink._on_message(topics.global_model, global_model(9, 900.0))
+    uplink._on_message(topics.global_model, global_model(7, 700.0))  # the stale save
+    uplink._on_message(topics.global_model, global_model(9, 900.0))  # republished
+    uplink._on_message(topics.global_model, global_model(0, 2000.0))  # a new fleet database
+    assert seen == [9, 9, 0]
