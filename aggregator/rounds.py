@@ -395,7 +395,12 @@ class RoundMachine:
     def _maybe_close(self, now: float, *, deadline_passed: bool) -> list[Decision]:
         n = len(self._participants)
         quorum = n >= self.policy.min_workers
-        everyone = bool(self.expected) and self.expected <= set(self._participants)
+        # The length test first: the subset test is O(fleet), and an update arrives per worker.
+        everyone = (
+            bool(self.expected)
+            and n >= len(self.expected)
+            and self._participants.keys() >= self.expected
+        )
         if quorum and (everyone or deadline_passed):
             return [self._close(now)]
         if deadline_passed:

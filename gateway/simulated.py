@@ -85,6 +85,10 @@ class SimulatedGateway:
         resend_max: longest wait between two sends of an update.
         train_delay: the simulated training takes a uniform random time in this range (s).
         delta_scale: standard deviation of the random delta added to the global model.
+        threaded: paho's network loop in a thread per gateway (like the real one); False
+            drives every client from the asyncio loop (thousands of gateways in one process).
+        keep_params: keep each update's parameters in :attr:`made` (the chaos checks need
+            them; a fleet of thousands need not hold them twice).
     """
 
     def __init__(
@@ -100,7 +104,11 @@ class SimulatedGateway:
         resend_max: float = RESEND_MAX,
         train_delay: tuple[float, float] = (0.2, 1.0),
         delta_scale: float = 0.01,
+        threaded: bool = True,
+        keep_params: bool = True,
     ) -> None:
+        self.keep_params = keep_params
+        self.sent_at: dict[int, float] = {}  #: round -> monotonic time its update was sent
         self.worker_id = worker_id
         self.topics = topics
         self.train_delay = train_delay
@@ -114,6 +122,7 @@ class SimulatedGateway:
             self.outbox,
             status=self._status,
             on_global=self._on_global,
+            threaded=threaded,
         )
         self.made: dict[str, Made] = {}  #: every update made, by upload id
         self.uploaded: set[int] = set()  #: rounds an update was made for
@@ -200,7 +209,9 @@ class SimulatedGateway:
         self.uploaded.add(g.round)
         if g.round < self.latest_round:
             self.made_from_older += 1
-        self.made[update.upload_id] = Made(self.worker_id, g.round, params, steps)
+        kept = params if self.keep_params else np.empty(0, np.float32)
+        self.made[update.upload_id] = Made(self.worker_id, g.round, kept, steps)
+        self.sent_at[g.round] = time.monotonic()
         if self._training is asyncio.current_task():
             self._training = None
         self.uplink.send_update(update)

@@ -238,6 +238,9 @@ class Uplink:
         outbox: where undelivered messages wait.
         status: makes the worker's status for a state (also its Last Will, ``offline``).
         on_global: called in the loop with each valid global model.
+        threaded: run paho's network loop in its own thread (the gateway); False drives the
+            client from the asyncio loop itself (:class:`tinyfed.mqtt.AsyncioDriver`), for
+            thousands of simulated gateways in one process.
     """
 
     def __init__(
@@ -249,7 +252,10 @@ class Uplink:
         *,
         status: Callable[[WorkerState], WorkerStatus],
         on_global: Callable[[GlobalModel], None],
+        threaded: bool = True,
     ) -> None:
+        self.threaded = threaded
+        self._driver: mqtt.AsyncioDriver | None = None
         self.broker = broker
         self.topics = topics
         self.worker_id = worker_id
@@ -284,7 +290,11 @@ class Uplink:
         client.on_publish = self._cb_publish
         self.client = client
         mqtt.connect(client, self.broker)
-        client.loop_start()
+        if self.threaded:
+            client.loop_start()
+        else:
+            self._driver = mqtt.AsyncioDriver(client)
+            self._driver.start()
         self._timer = asyncio.create_task(self._resend_timer(), name=f"resend-{self.worker_id}")
         log.info("connecting to %s as worker %s", self.broker, self.worker_id)
 
@@ -314,8 +324,11 @@ class Uplink:
                 " (updates kept in the spool)" if self.outbox.spool else "",
             )
         self.connected = False  # our own disconnection: no "lost the broker" warning
-        client.disconnect()
-        client.loop_stop()
+        if self._driver is not None:
+            await self._driver.stop()
+        else:
+            client.disconnect()
+            client.loop_stop()
 
     # -- what the application sends -------------------------------------------------------
 
@@ -362,8 +375,9 @@ class Uplink:
         return self._aggregator is not None and self._aggregator[0] == "offline"
 
     async def _resend_timer(self) -> None:
+        period = max(TIMER_S, self.outbox.resend_min / 10)
         while True:
-            await asyncio.sleep(TIMER_S)
+            await asyncio.sleep(period)
             if self.aggregator_offline:
                 # Re-sending now would only pile copies up in the aggregator's queue at the
                 # broker: everything goes again when its status says online.
@@ -376,6 +390,9 @@ class Uplink:
     # -- paho's thread: hand everything over to the event loop ----------------------------
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._driver is not None:  # already in the loop's thread
+            fn(*args)
+            return
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):

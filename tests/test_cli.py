@@ -25,6 +25,7 @@ COMMANDS = [
     ["broker", "credentials"],
     ["bench", "link"],
     ["bench", "aggregate"],
+    ["bench", "fleet"],
 ]
 
 

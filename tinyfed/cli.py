@@ -29,7 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 #: Modules that add ``tinyfed bench`` subcommands.
-BENCH_MODULES: tuple[str, ...] = ("gateway.bench", "aggregator.bench")
+BENCH_MODULES: tuple[str, ...] = ("gateway.bench", "aggregator.bench", "gateway.fleet_bench")
 
 WORKFLOW = """\
 workflow:
