@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.transport import Transport
+from gateway.transport import PassThroughTransport, Transport
 from gateway.transports import open_transport
 from tinyfed import model
 from tinyfed.link.client import BoardLink, LinkError
@@ -43,14 +43,13 @@ TO_BOARD = "to board"
 TO_HOST = "to host"
 
 
-class NoisyTransport(Transport):
+class NoisyTransport(PassThroughTransport):
     """A transport that replaces each byte, both ways, by another with probability ``ber``."""
 
     def __init__(self, inner: Transport, ber: float, seed: int) -> None:
         if not 0 <= ber < 1:
             raise ValueError(f"the byte error rate must be in [0, 1), got {ber}")
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.ber = ber
         self.enabled = False  #: off while the board is checked
         self.corrupted: Counter[str] = Counter()  #: bytes replaced, per direction
@@ -62,25 +61,11 @@ class NoisyTransport(Transport):
         }
         self._next = {d: self._gap(d) - 1 for d in self._rng}  # index of the next bad byte
 
-    @property
-    def kind(self) -> str:
-        return self.inner.kind
-
-    @property
-    def max_write(self) -> int:
-        return self.inner.max_write
-
-    async def open(self) -> None:
-        await self.inner.open()
-
     async def read(self) -> bytes:
         return self._corrupt(TO_HOST, await self.inner.read())
 
     async def write(self, data: bytes) -> None:
         await self.inner.write(self._corrupt(TO_BOARD, data))
-
-    async def close(self) -> None:
-        await self.inner.close()
 
     def _gap(self, direction: str) -> int:
         if self.ber <= 0:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.transport import Transport
+from gateway.transport import PassThroughTransport, Transport
 from gateway.transports import check_url, open_transport
 from tinyfed import model
 from tinyfed.link.client import BoardLink, Hello
@@ -50,28 +50,13 @@ class Exchange:
     into: int = 0
 
 
-class RecordingTransport(Transport):
+class RecordingTransport(PassThroughTransport):
     """A transport that passes everything through and records the size of each exchange."""
 
     def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.url = inner.url
+        super().__init__(inner)
         self.exchanges: list[Exchange] = []
         self.recording = False
-
-    @property
-    def kind(self) -> str:
-        return self.inner.kind
-
-    @property
-    def max_write(self) -> int:
-        return self.inner.max_write
-
-    async def open(self) -> None:
-        await self.inner.open()
-
-    async def close(self) -> None:
-        await self.inner.close()
 
     async def write(self, data: bytes) -> None:
         if self.recording:

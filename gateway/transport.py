@@ -49,3 +49,35 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Disconnect; safe to call twice."""
+
+
+class PassThroughTransport(Transport):
+    """A transport that wraps another and passes everything through.
+
+    Subclasses override :meth:`read` or :meth:`write` to observe or alter the bytes (the link
+    bench records exchanges, the line-noise bench corrupts bytes).
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.url = inner.url
+
+    @property
+    def kind(self) -> str:
+        return self.inner.kind
+
+    @property
+    def max_write(self) -> int:
+        return self.inner.max_write
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def read(self) -> bytes:
+        return await self.inner.read()
+
+    async def write(self, data: bytes) -> None:
+        await self.inner.write(data)
+
+    async def close(self) -> None:
+        await self.inner.close()
