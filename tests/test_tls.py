@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.reasoncodes import ReasonCode
 from test_deploy import _test_config as deployed_config
 from test_deploy import credentials, env_file
@@ -41,10 +45,6 @@ from tinyfed.mqtt import (
     parse_broker_url,
 )
 
-x509 = pytest.importorskip("cryptography.x509")
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
 
 TIMEOUT = 10.0
 AGGREGATOR_CLIENT_ID = "tinyfed-aggregator-tinyfed-home"  #: fixed, so anyone can know it
