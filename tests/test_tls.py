@@ -45,7 +45,6 @@ from tinyfed.mqtt import (
     parse_broker_url,
 )
 
-
 TIMEOUT = 10.0
 AGGREGATOR_CLIENT_ID = "tinyfed-aggregator-tinyfed-home"  #: fixed, so anyone can know it
 
