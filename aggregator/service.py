@@ -63,6 +63,8 @@ SESSION_EXPIRY_S = 86_400  #: the broker keeps our queued updates this long whil
 #: MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us at once. It
 #: bounds the inbound queue (64 x 64 KiB = 4 MiB at most) and the size of one commit batch.
 INBOUND_WINDOW = 64
+#: How long the first message of a batch waits for others to share its commit (an fsync).
+BATCH_WINDOW_S = 0.01
 STATUS_MIN_INTERVAL_S = 1.0  #: the retained status is republished at most this often
 #: Rejection receipts per worker: a token bucket of this burst, refilled at this rate per
 #: second. A flood of bad uploads then costs a bounded outgoing queue; a gateway whose
@@ -257,9 +259,15 @@ class AggregatorService:
             events = [self._events.get(timeout=POLL_S)]
         except queue.Empty:
             return []
+        # Group commit: gather what arrives within BATCH_WINDOW_S into one synced commit (the
+        # broker has at most INBOUND_WINDOW unacknowledged messages out to us anyway).
+        deadline = time.monotonic() + BATCH_WINDOW_S
         while len(events) < INBOUND_WINDOW * 2:
+            left = deadline - time.monotonic()
             try:
-                events.append(self._events.get_nowait())
+                events.append(
+                    self._events.get(timeout=left) if left > 0 else self._events.get_nowait()
+                )
             except queue.Empty:
                 break
         return events

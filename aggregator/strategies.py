@@ -373,8 +373,11 @@ class RoundAggregate:
                 if i in skip:
                     continue
                 y = self._fixed_clip(x)
-                if median_clip is not None:
-                    y = clip_to_norm(y, self.base, median_clip)
+                norm = self._norms[i]
+                if median_clip is not None and norm > median_clip:
+                    # the norm is known: scale the update's delta without measuring it again
+                    delta = y.astype(np.float64) - self.base
+                    y = (self.base + delta * (median_clip / norm)).astype(np.float32)
                 if acc is not None:
                     acc.add(y, w)
                 elif w > 0:

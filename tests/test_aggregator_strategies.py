@@ -199,3 +199,40 @@ def test_round_aggregate_median_ignores_workers_without_steps() -> None:
 def test_strategy_rejects_bad_options(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Strategy(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("with_source", [False, True])
+def test_clipping_to_the_median_norm_scales_only_the_longer_updates(with_source: bool) -> None:
+    # Prepare: base 0; updates of norms 1, 2, 3 and 100 (median 2.5), weights 1, 1, 2, 1
+    updates = [(f32(1, 0), 1.0), (f32(0, 2), 1.0), (f32(3, 0), 2.0), (f32(0, 100), 1.0)]
+    source = (lambda: updates) if with_source else None
+    agg = RoundAggregate(Strategy("fedavg", clip_median=True), f32(0, 0), source)
+    # Execute
+    norms = [agg.add(x, w) for x, w in updates]
+    result = agg.finish(None)
+    # Assert: 3 -> 2.5 and 100 -> 2.5 along their directions; 1 and 2 unchanged
+    expected = (f32(1, 0) + f32(0, 2) + 2 * f32(2.5, 0) + f32(0, 2.5)) / 5
+    np.testing.assert_allclose(result.params, expected, rtol=1e-6)
+    assert norms == [1.0, 2.0, 3.0, 100.0]
+    assert (result.clip, result.clipped) == (2.5, 2)
+    assert agg.held_models == (0 if with_source else 4)
+
+
+def test_clipping_to_the_median_needs_three_updates() -> None:
+    agg = RoundAggregate(Strategy("fedavg", clip_median=True), f32(0, 0))
+    agg.add(f32(1, 0), 1.0)
+    agg.add(f32(0, 100), 1.0)
+    result = agg.finish(None)
+    np.testing.assert_allclose(result.params, f32(0.5, 50))
+    assert (result.clip, result.clipped) == (None, 0)
+
+
+def test_an_excluded_update_leaves_the_sum_and_the_median() -> None:
+    updates = [(f32(1, 0), 1.0), (f32(0, 1), 1.0), (f32(2, 0), 1.0), (f32(0, 1e30), 1.0)]
+    agg = RoundAggregate(Strategy("fedavg", clip_median=True), f32(0, 0), lambda: updates)
+    for x, w in updates:
+        agg.add(x, w)
+    assert agg.largest() == 3
+    result = agg.finish(None, exclude=[3])
+    np.testing.assert_allclose(result.params, (f32(1, 0) + f32(0, 1) + f32(1, 0)) / 3, rtol=1e-6)
+    assert result.excluded == (3,)
