@@ -214,6 +214,34 @@ async def run_size(
     return out
 
 
+def plot(figures: list[RoundFigures], path: Path) -> None:
+    """Aggregator CPU per round and last upload -> global model against the fleet size."""
+    import matplotlib  # noqa: PLC0415  (0.3 s to import; only this option needs it)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    last = {f.workers: f for f in figures}  # the last round of each size
+    sizes = sorted(last)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ax.loglog(sizes, [last[w].cpu_s for w in sizes], "o-", label="aggregator CPU per round (s)")
+    ax.loglog(
+        sizes, [last[w].last_to_global_s for w in sizes], "s-", label="last upload → global (s)"
+    )
+    if len(sizes) > 1:
+        w0, c0 = sizes[0], last[sizes[0]].cpu_s
+        ax.loglog(sizes, [c0 * w / w0 for w in sizes], ":", color="grey", label="linear in W")
+    ax.set_xlabel("workers W (simulated gateways, one update each per round)")
+    ax.set_ylabel("seconds")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title("tinyfed bench fleet: one round through Mosquitto and the aggregator")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(args: argparse.Namespace) -> int:
     sizes = [int(w) for w in str(args.workers).split(",") if w.strip()]
     if not sizes or min(sizes) < 1:
@@ -256,6 +284,9 @@ def main(args: argparse.Namespace) -> int:
         )
         + (f" cpu_growth={growth:.2f}" if len(sizes) > 1 else "")
     )
+    if args.plot:
+        plot(figures, Path(args.plot))
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -276,4 +307,5 @@ def register_bench(subparsers: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=600.0, help="longest wait for a round (s)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--plot", metavar="PNG", help="also draw CPU and latency against W")
     p.set_defaults(func=main)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 
-def test_the_fleet_bench_counts_every_worker_of_every_round_at_two_sizes() -> None:
+def test_the_fleet_bench_counts_every_worker_of_every_round_at_two_sizes(tmp_path: Path) -> None:
     # Execute: the real command, small sizes (the figures in docs/scale.md are at 10,000)
     out = subprocess.run(
         [
             *(sys.executable, "-m", "tinyfed.cli", "bench", "fleet", "--workers", "3,25"),
             *("--rounds", "2", "--spread", "0.2", "--timeout", "120"),
+            *("--plot", str(tmp_path / "scale.png")),
         ],
         capture_output=True,
         text=True,
@@ -30,4 +32,5 @@ def test_the_fleet_bench_counts_every_worker_of_every_round_at_two_sizes() -> No
         ("25", "1", "25"),
     ], out.stdout
     assert "aggregator CPU per round grows" in out.stdout
-    assert "cpu_growth=" in out.stdout.splitlines()[-1]
+    assert "cpu_growth=" in out.stdout.splitlines()[-2]
+    assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
