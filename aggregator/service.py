@@ -5,7 +5,8 @@ asks the :class:`~aggregator.rounds.RoundMachine`, persists each decision in the
 :class:`~aggregator.store.Store` and only then acknowledges the MQTT message and publishes.
 
 * Every message waiting in the queue (at most :data:`INBOUND_WINDOW`, the MQTT v5 Receive
-  Maximum the aggregator announces, so the broker never sends more unacknowledged ones) is
+  Maximum the aggregator announces, so the broker never sends more unacknowledged ones; under
+  MQTT 3.1.1 the broker's own in-flight limit instead, docs/deploy.md) is
   decided in one store batch: one synced commit, then every acknowledgement and receipt.
 * Each message is handled in isolation: whatever goes wrong with one (a payload no decoder
   foresaw, a store error), it is rolled back alone, rejected with the reason, logged,
@@ -37,8 +38,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from aggregator.rounds import (
@@ -55,7 +54,7 @@ from aggregator.store import Store
 from tinyfed import contract, model
 from tinyfed.contract import AggregatorStatus, ContractError, GlobalModel
 from tinyfed.errors import UsageError
-from tinyfed.mqtt import make_client
+from tinyfed.mqtt import connect, make_client
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +221,7 @@ class AggregatorService:
                 s.client_id,
                 will_topic=self.topics.aggregator_status,
                 will_payload=contract.encode_aggregator_status(AggregatorStatus(state="offline")),
+                persistent=True,
             )
             client.manual_ack_set(True)
             client.on_connect = self._on_connect
@@ -229,11 +229,14 @@ class AggregatorService:
             client.on_message = self._on_message
             client.on_disconnect = self._on_disconnect
             self.client = client
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            props.ReceiveMaximum = INBOUND_WINDOW
-            client.connect_async(
-                s.broker.host, s.broker.port, keepalive=15, clean_start=False, properties=props
+            # MQTT 3.1.1 has no session expiry nor Receive Maximum: the broker's settings
+            # bound both then (docs/deploy.md, "MQTT 3.1.1").
+            connect(
+                client,
+                s.broker,
+                keepalive=15,
+                session_expiry=SESSION_EXPIRY_S,
+                receive_maximum=INBOUND_WINDOW,
             )
             client.loop_start()
             log.info(
@@ -318,14 +321,23 @@ class AggregatorService:
             return
         log.info("connected to %s", self.settings.broker)
         self._publish_status()
-        qos1 = SubscribeOptions(qos=1)
-        _, mid = self.client.subscribe(
-            [
-                (self.topics.all_worker_status, qos1),
-                (self.topics.all_updates, qos1),
-                (self.topics.global_model, SubscribeOptions(qos=1, noLocal=True)),
-            ]
-        )
+        if self.settings.broker.v5:
+            qos1 = SubscribeOptions(qos=1)
+            _, mid = self.client.subscribe(
+                [
+                    (self.topics.all_worker_status, qos1),
+                    (self.topics.all_updates, qos1),
+                    (self.topics.global_model, SubscribeOptions(qos=1, noLocal=True)),
+                ]
+            )
+        else:  # no No Local: our own global models come back, match and are ignored
+            _, mid = self.client.subscribe(
+                [
+                    (self.topics.all_worker_status, 1),
+                    (self.topics.all_updates, 1),
+                    (self.topics.global_model, 1),
+                ]
+            )
         self._global_mid = mid
         self._global_check_at = None
 

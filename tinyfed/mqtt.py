@@ -1,9 +1,27 @@
-"""Broker URLs and MQTT v5 clients, shared by the aggregator, the gateways and the monitor.
+"""Broker URLs and MQTT clients, shared by the aggregator, the gateways and the monitor.
 
-A broker is named by a URL: ``mqtt://[USER[:PASSWORD]@]HOST[:PORT]`` (default port 1883) or
-``mqtts://...`` for TLS (default port 8883). Credentials may also come from the environment
-variables ``TINYFED_MQTT_USERNAME`` and ``TINYFED_MQTT_PASSWORD`` (so they stay out of process
-listings); ``TINYFED_MQTT_CA`` names a CA bundle for ``mqtts://`` (the system's CAs otherwise).
+A broker is named by a URL: ``mqtt://[USER[:PASSWORD]@]HOST[:PORT][?protocol=VERSION]``
+(default port 1883) or ``mqtts://...`` for TLS (default port 8883). Credentials may also come
+from the environment variables ``TINYFED_MQTT_USERNAME`` and ``TINYFED_MQTT_PASSWORD`` (so they
+stay out of process listings); ``TINYFED_MQTT_CA`` names a CA bundle for ``mqtts://`` (the
+system's CAs otherwise).
+
+``protocol`` is the MQTT version spoken: ``5`` (the default) or ``3.1.1``, for brokers without
+MQTT v5 (NATS's MQTT interface, for one: it refuses a v5 CONNECT with "unsupported protocol
+version"). Under 3.1.1 the same topics, QoS 1, retained messages, Last Wills and persistent
+sessions are used, and delivery stays correct (it rests on the aggregator's receipts, not on
+the broker), but these v5 features are gone (docs/deploy.md, "MQTT 3.1.1"):
+
+* reason codes on PUBACK and SUBACK: a publish the broker refuses (ACL, quota) is acknowledged
+  or dropped silently; updates are re-sent until their receipt comes anyway, loss events and
+  statuses are not;
+* the aggregator's Receive Maximum (:data:`aggregator.service.INBOUND_WINDOW`): what bounds
+  its unacknowledged inbound messages is then the broker's setting (NATS ``mqtt {
+  max_ack_pending }``, Mosquitto ``max_inflight_messages``);
+* the session expiry interval: the aggregator's persistent session (``clean_session`` off)
+  lives until the broker's own limit, not one day;
+* No Local: the aggregator receives its own global models back (they match its database and
+  are ignored).
 
 A client from :func:`make_client` says why it cannot reach the broker: paho, connecting in its
 own thread (``connect_async`` + ``loop_start``), swallows the socket and TLS errors of its
@@ -27,7 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -39,6 +57,8 @@ from tinyfed.errors import UsageError
 log = logging.getLogger(__name__)
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+#: The MQTT versions a broker URL may ask for (``?protocol=``), and paho's name for each.
+PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
 REPEAT_S = 60.0  #: a connection failure that persists is logged again at most this often
 PROBE_TIMEOUT_S = 3.0  #: the look at a mismatched certificate's names gives up after this
 
@@ -60,7 +80,10 @@ _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.EN
 
 @dataclass(frozen=True)
 class BrokerUrl:
-    """A parsed broker address (``ca``: the CA bundle for TLS, None for the system's CAs)."""
+    """A parsed broker address (``ca``: the CA bundle for TLS, None for the system's CAs).
+
+    ``protocol``: the MQTT version, ``"5"`` or ``"3.1.1"`` (:data:`PROTOCOLS`).
+    """
 
     host: str
     port: int
@@ -68,11 +91,18 @@ class BrokerUrl:
     username: str | None = None
     password: str | None = None
     ca: str | None = None
+    protocol: str = "5"
+
+    @property
+    def v5(self) -> bool:
+        """True if the broker is spoken to in MQTT v5 (else 3.1.1)."""
+        return self.protocol == "5"
 
     def __str__(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"
         user = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{user}{self.host}:{self.port}"
+        query = "" if self.v5 else f"?protocol={self.protocol}"
+        return f"{scheme}://{user}{self.host}:{self.port}{query}"
 
 
 def parse_broker_url(url: str, *, env: dict[str, str] | None = None) -> BrokerUrl:
@@ -82,6 +112,19 @@ def parse_broker_url(url: str, *, env: dict[str, str] | None = None) -> BrokerUr
     if parts.scheme not in DEFAULT_PORTS:
         raise UsageError(
             f"broker URL {url!r}: scheme must be mqtt:// or mqtts://, e.g. mqtt://localhost:1883"
+        )
+    try:
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise UsageError(f"broker URL {url!r}: bad query ({exc})") from exc
+    unknown = sorted(set(query) - {"protocol"})
+    if unknown:
+        raise UsageError(f"broker URL {url!r}: unknown parameter {unknown[0]!r} (only protocol=)")
+    protocols = query.get("protocol", ["5"])
+    if len(protocols) != 1 or protocols[0] not in PROTOCOLS:
+        raise UsageError(
+            f"broker URL {url!r}: protocol must be one of {', '.join(PROTOCOLS)} "
+            "(e.g. ?protocol=3.1.1 for a broker without MQTT v5)"
         )
     if not parts.hostname:
         raise UsageError(f"broker URL {url!r} has no host")
@@ -98,6 +141,7 @@ def parse_broker_url(url: str, *, env: dict[str, str] | None = None) -> BrokerUr
         username=username or None,
         password=password or None,
         ca=environ.get("TINYFED_MQTT_CA") or None,
+        protocol=protocols[0],
     )
 
 
@@ -319,11 +363,14 @@ def make_client(
     will_topic: str | None = None,
     will_payload: bytes = b"",
     failure_log: ConnectFailureLog | None = None,
+    persistent: bool = False,
 ) -> paho.Client:
-    """An MQTT v5 paho client for ``broker``, not yet connected.
+    """A paho client for ``broker`` (MQTT v5, or 3.1.1 if its URL says so), not yet connected.
 
     ``will_topic`` sets a retained QoS 1 Last Will (the broker publishes it if the process
-    dies). Call :func:`connect` to connect with a clean start and reconnect backoff. For
+    dies). Call :func:`connect` to connect with reconnect backoff: a clean start unless
+    ``persistent`` (under 3.1.1 the session's persistence, ``clean_session``, is fixed here;
+    under v5 :func:`connect`'s ``session_expiry`` decides it). For
     ``mqtts://`` the broker's certificate and host name are verified against ``broker.ca``
     (or ``TINYFED_MQTT_CA``; the system's CAs if neither is set). Failed connection attempts
     are logged by ``failure_log`` (a new :class:`ConnectFailureLog` by default).
@@ -332,7 +379,8 @@ def make_client(
     client = _Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        protocol=paho.MQTTv5,
+        protocol=PROTOCOLS[broker.protocol],
+        clean_session=None if broker.v5 else not persistent,
     )
     client.failures = failure_log or ConnectFailureLog(tls=broker.tls, ca=ca)
     if broker.username:
@@ -345,12 +393,35 @@ def make_client(
     return client
 
 
-def connect(client: paho.Client, broker: BrokerUrl, *, keepalive: int = 15) -> None:
-    """Start connecting ``client`` (asynchronously; paho retries with backoff)."""
+def connect(
+    client: paho.Client,
+    broker: BrokerUrl,
+    *,
+    keepalive: int = 15,
+    session_expiry: int = 0,
+    receive_maximum: int | None = None,
+) -> None:
+    """Start connecting ``client`` (asynchronously; paho retries with backoff).
+
+    MQTT v5: a clean start if ``session_expiry`` is 0, else the session is resumed and kept
+    ``session_expiry`` seconds after a disconnection; ``receive_maximum`` is announced if set.
+    MQTT 3.1.1 has neither: the client's ``clean_session`` (:func:`make_client`'s
+    ``persistent``) decides, and the broker's own settings bound the session and the messages
+    in flight.
+    """
+    if not broker.v5:
+        client.connect_async(broker.host, broker.port, keepalive=keepalive)
+        return
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    props.SessionExpiryInterval = 0
+    props.SessionExpiryInterval = session_expiry
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
     client.connect_async(
-        broker.host, broker.port, keepalive=keepalive, clean_start=True, properties=props
+        broker.host,
+        broker.port,
+        keepalive=keepalive,
+        clean_start=session_expiry == 0,
+        properties=props,
     )
 
 
