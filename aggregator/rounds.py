@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -495,7 +496,9 @@ class RoundMachine:
         return result.params, result.velocity, "; ".join(notes)
 
     def _close(self, now: float) -> RoundClosed:
+        started = time.perf_counter()
         params, velocity, note = self._aggregate_finite(now)
+        aggregate_s = time.perf_counter() - started
         new_global = GlobalModel(
             round=self.round + 1,
             params=params,
@@ -506,6 +509,7 @@ class RoundMachine:
         )
         metrics, _ = self._summary(now)
         clip, clipped = self._clip_info
+        metrics["aggregate_s"] = aggregate_s  # the close's own cost (a re-read when clipping)
         if clip is not None:
             metrics.update(clip_norm=clip, clipped=float(clipped))
         event = self._event(now, "closed", new_global.sha256, note)

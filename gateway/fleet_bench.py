@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,7 @@ class RoundFigures:
     cpu_s: float
     peak_rss_mb: float
     counted: int
+    close_s: float = float("nan")  #: the aggregator's own time to aggregate at the close
 
     def line(self) -> str:
         return (
@@ -60,6 +63,9 @@ class RoundFigures:
             f"{self.last_to_global_s:>12.2f} {self.cpu_s:>9.2f} {self.peak_rss_mb:>9.1f} "
             f"{self.counted:>7,d}/{self.workers:,d}"
         )
+
+    def close_line(self) -> str:
+        return f"{self.workers:>7,d} {self.round:>5d} {self.close_s:>12.2f}"
 
 
 HEADER = f"{'workers':>7s} {'round':>5s} {'first->global':>12s} {'last->global':>12s} " + (
@@ -211,7 +217,20 @@ async def run_size(
             except subprocess.TimeoutExpired:
                 agg.kill()
             watch.close()
-    return out
+            closes = _close_times(Path(tmp) / "agg.db")
+    return [dataclasses.replace(f, close_s=closes.get(f.round, float("nan"))) for f in out]
+
+
+def _close_times(db: Path) -> dict[int, float]:
+    """Per round, the aggregator's time to aggregate at the close (its stored metric)."""
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            rows = conn.execute(
+                "SELECT round, value FROM metrics WHERE name = 'aggregate_s'"
+            ).fetchall()
+    except sqlite3.Error:
+        return {}
+    return {int(r): float(v) for r, v in rows}
 
 
 def plot(figures: list[RoundFigures], path: Path) -> None:
@@ -268,6 +287,9 @@ def main(args: argparse.Namespace) -> int:
                 say=lambda line: print(line, flush=True),
             )
         )
+    print("the aggregator's time to aggregate when the round closes (s)")
+    for f in figures:
+        print(f.close_line())
     last = {f.workers: f for f in figures}  # the last round of each size
     small, big = last[sizes[0]], last[sizes[-1]]
     growth = big.cpu_s / small.cpu_s if small.cpu_s > 0 else float("nan")
