@@ -46,12 +46,9 @@ from gateway.simulated import SimulatedGateway
 from tinyfed.contract import Topics
 from tinyfed.mqtt import parse_broker_url
 
-NATS = shutil.which("nats-server")
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(150),
-    pytest.mark.skipif(NATS is None, reason="nats-server is not installed"),
-]
+# scripts/setup installs Debian's nats-server: a missing one is a failure, not a skip.
+NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 ACK_WAIT_S = 3  #: the broker re-sends a QoS 1 message not acknowledged after this long
 MAX_ACK_PENDING = 64  #: unacknowledged QoS 1 messages per subscription (Receive Maximum's role)
