@@ -125,7 +125,7 @@ def open_machine(
             current=first,
             now=now,
             online=online,
-            source_for=lambda r: lambda: store.round_updates(r),
+            source_for=lambda r: lambda only: store.round_updates(r, only),
         )
         store.set_meta(fleet=settings.fleet, pipeline=settings.pipeline)
         store.initialise(first, machine.opening())
@@ -149,7 +149,7 @@ def open_machine(
         counted=snapshot.counted,
         rejected=snapshot.rejected,
         online=online,
-        source_for=lambda r: lambda: store.round_updates(r),
+        source_for=lambda r: lambda only: store.round_updates(r, only),
     )
     log.info(
         "resumed round %d attempt %d with %d accepted updates (%s)",

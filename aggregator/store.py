@@ -25,6 +25,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -392,18 +393,26 @@ class Store:
                     db.execute("DELETE FROM updates WHERE seq = ?", (seq,))
                     db.execute("DELETE FROM participants WHERE seq = ?", (seq,))
 
-    def round_updates(self, round_: int) -> Iterator[tuple[F32, float]]:
-        """The accepted updates of ``round_`` as ``(params, weight)``, in accepted order.
+    def round_updates(
+        self, round_: int, only: AbstractSet[int] | None = None
+    ) -> Iterator[tuple[int, F32, float]]:
+        """The accepted updates of ``round_`` as ``(index, params, weight)``, in accepted order.
 
-        Only the open round's parameters are kept; one row is read at a time.
+        ``only`` (None: all) names the indices (0 = the first accepted) whose parameters are
+        read; one model is in memory at a time. Only the open round's parameters are kept.
         """
         rows = self._db.execute(
-            "SELECT u.params, p.weight FROM participants p JOIN updates u ON u.seq = p.seq "
+            "SELECT p.seq, p.weight FROM participants p JOIN updates u ON u.seq = p.seq "
             "WHERE p.round = ? ORDER BY p.seq",
             (round_,),
-        )
-        for params, weight in rows:  # lazily: one model in memory at a time
-            yield model.from_bytes(params), float(weight)
+        ).fetchall()  # small rows: the parameters are read one by one below
+        for index, (seq, weight) in enumerate(rows):
+            if only is not None and index not in only:
+                continue
+            (params,) = self._db.execute(
+                "SELECT params FROM updates WHERE seq = ?", (seq,)
+            ).fetchone()
+            yield index, model.from_bytes(params), float(weight)
 
     def counted_round(self, worker_id: str, upload_id: str) -> int | None:
         """The round in which ``worker_id``'s upload ``upload_id`` was counted, if it was."""

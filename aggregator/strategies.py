@@ -24,7 +24,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -234,8 +235,23 @@ class Strategy:
         return label
 
 
-#: Where a round's accepted updates can be read again, in accepted order: ``(params, weight)``.
-UpdateSource = Callable[[], Iterable[tuple[F32, float]]]
+#: Reads a round's accepted updates again, in accepted order, as ``(index, params, weight)``;
+#: ``only`` (None: all) names the indices wanted, so the others' parameters are not read.
+UpdateSource = Callable[[AbstractSet[int] | None], Iterable[tuple[int, F32, float]]]
+BIN_RATIO = 1.1  #: norms within a factor of this share a bin of the median-clipping sums
+MAX_BINS = 48  #: at most this many bins (2 float64 models each): 8 MB whatever the fleet
+
+
+@dataclass
+class _Bin:
+    """Updates of similar norm: their weighted sum, and their norm-scaled weighted deltas."""
+
+    lo: float
+    hi: float
+    total: F64  #: sum of w_i x_i
+    scaled: F64  #: sum of (w_i / n_i) (x_i - g)
+    weight: float = 0.0
+    members: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -254,11 +270,13 @@ class RoundAggregate:
 
     FedAvg and FedAvgM keep a :class:`WeightedSum`; median and trimmed mean keep every model
     with a positive weight. A fixed clip norm is applied to each update on arrival, relative
-    to the round's base model. Clipping to the round's median norm can only be decided when
-    the round closes: the streaming sum stays exact while no update exceeds the median
-    (honest rounds), and otherwise the round's updates are read again from ``source`` (the
-    store) and summed clipped, one at a time, so memory stays that of two models. Without a
-    ``source`` (tests, benchmarks) the models are held in memory instead.
+    to the round's base model. Clipping to the round's median norm *M* can only be decided
+    when the round closes, so FedAvg keeps its sums in bins of similar norm (a factor of
+    :data:`BIN_RATIO` apart, at most :data:`MAX_BINS`): a bin wholly below *M* adds its sum
+    Σ wᵢxᵢ, a bin wholly above adds (Σ wᵢ)g + M·Σ (wᵢ/nᵢ)(xᵢ − g), which is exactly its members
+    clipped, and only the bin that holds *M* is read again from ``source`` (the store), one
+    model at a time. Memory: two float64 models per bin. Without a ``source`` (tests,
+    benchmarks) the models are held in memory instead.
 
     Args:
         strategy: the aggregation to use.
@@ -270,13 +288,18 @@ class RoundAggregate:
         self.strategy = strategy
         self.base = _vector(base, "global model")
         self.source = source
-        self._sum = WeightedSum(self.base.shape[0]) if strategy.streaming else None
         self._hold_all = not strategy.streaming or (strategy.clip_median and source is None)
+        self._binned = strategy.streaming and strategy.clip_median and source is not None
+        self._bins: dict[int, _Bin] = {}
+        self._sum = (
+            WeightedSum(self.base.shape[0]) if strategy.streaming and not self._binned else None
+        )
         self._models: list[tuple[F32, float]] = []
         self._norms: list[float] = []  #: distance of every update from the base, float64
         self._weights: list[float] = []
         self._stored = 0  #: updates the source already holds (the first ones, in order)
         self._recent: list[tuple[F32, float]] = []  #: added since, not yet in the source
+        self._scratch = np.empty(self.base.shape[0] if self._binned else 0, np.float64)
 
     @property
     def held_models(self) -> int:
@@ -301,6 +324,8 @@ class RoundAggregate:
         norm = distance(x, self.base)
         if self._sum is not None:
             self._sum.add(self._fixed_clip(x), weight)
+        if self._binned:
+            self._bin(len(self._norms), x, weight, norm)
         if self._hold_all:
             self._models.append((x, weight))
         elif self.source is not None:
@@ -308,6 +333,26 @@ class RoundAggregate:
         self._norms.append(norm)
         self._weights.append(weight)
         return norm
+
+    def _bin(self, index: int, x: F32, weight: float, norm: float) -> None:
+        key = math.floor(math.log(norm) / math.log(BIN_RATIO)) if norm > 0 else -(10**9)
+        if key not in self._bins and len(self._bins) >= MAX_BINS:
+            key = min(self._bins, key=lambda k: abs(k - key))  # a wider bin: still exact
+        b = self._bins.get(key)
+        if b is None:
+            size = self.base.shape[0]
+            b = self._bins[key] = _Bin(norm, norm, np.zeros(size), np.zeros(size))
+        b.lo, b.hi = min(b.lo, norm), max(b.hi, norm)
+        b.weight += weight
+        b.members.append(index)
+        if weight > 0:
+            scratch = self._scratch
+            np.multiply(x, weight, out=scratch, dtype=np.float64)
+            b.total += scratch
+            if norm > 0:
+                np.subtract(x, self.base, out=scratch, dtype=np.float64)
+                scratch *= weight / norm
+                b.scaled += scratch
 
     def mark_stored(self) -> None:
         """Every update added so far is now readable from the source (it was committed)."""
@@ -323,13 +368,42 @@ class RoundAggregate:
         norms = [n for n, w in zip(self._norms, self._weights, strict=True) if w > 0]
         return float(np.median(norms)) if norms else None
 
-    def _updates(self) -> Iterable[tuple[F32, float]]:
+    def _updates(self, only: AbstractSet[int] | None = None) -> Iterable[tuple[int, F32, float]]:
         if self._hold_all:
-            return self._models
+            return ((i, x, w) for i, (x, w) in enumerate(self._models))
         if self.source is None:
             raise ValueError("the round's updates are not held and there is no source to re-read")
         # the source holds the first ones; the last may not be written yet (same transaction)
-        return itertools.chain(itertools.islice(self.source(), self._stored), self._recent)
+        stored = (t for t in self.source(only) if t[0] < self._stored)
+        recent = (
+            (self._stored + k, x, w)
+            for k, (x, w) in enumerate(self._recent)
+            if only is None or self._stored + k in only
+        )
+        return itertools.chain(stored, recent)
+
+    def _binned_mean(self, clip: float | None) -> tuple[F64, float]:
+        """``(Σ wᵢ yᵢ, Σ wᵢ)`` with yᵢ the updates clipped to ``clip``, from the bins."""
+        acc = np.zeros(self.base.shape[0])
+        total = 0.0
+        reread: set[int] = set()
+        for b in self._bins.values():
+            if clip is None or b.hi <= clip:
+                acc += b.total
+            elif b.lo > clip:
+                acc += b.weight * self.base.astype(np.float64) + clip * b.scaled
+            else:
+                reread.update(b.members)
+                continue
+            total += b.weight
+        for i, x, w in self._updates(reread):
+            norm = self._norms[i]
+            y = x.astype(np.float64)
+            if clip is not None and norm > clip:
+                y = self.base + (y - self.base) * (clip / norm)
+            acc += w * y
+            total += w
+        return acc, total
 
     def result(self, velocity: F32 | None) -> tuple[F32, F32 | None]:
         """``(new global, new server velocity)``; the base unchanged if nobody trained."""
@@ -361,15 +435,22 @@ class RoundAggregate:
             if clip is not None and n > clip and self._weights[i] > 0 and i not in skip
         )
         exact_sum = self._sum is not None and not skip and (s.clip_median is False or not clipped)
-        if self._sum is not None and exact_sum:
+        if self._binned and not skip:
+            acc_sum, total = self._binned_mean(clip)
+            if total <= 0:
+                return RoundResult(self.base.copy(), velocity, clip, clipped)
+            averaged = np.empty(self.base.shape[0], np.float32)
+            with np.errstate(over="ignore"):  # an overflow to inf is the caller's to refuse
+                np.divide(acc_sum, total, out=averaged, casting="same_kind")
+        elif self._sum is not None and exact_sum:
             if self._sum.total_weight <= 0:
                 return RoundResult(self.base.copy(), velocity, clip, 0)
             averaged = self._sum.mean()
         else:
             median_clip = clip if s.clip_median else None
             models: list[F32] = []
-            acc = WeightedSum(self.base.shape[0]) if self._sum is not None else None
-            for i, (x, w) in enumerate(self._updates()):
+            acc = WeightedSum(self.base.shape[0]) if s.streaming else None
+            for i, x, w in self._updates():
                 if i in skip:
                     continue
                 y = self._fixed_clip(x)

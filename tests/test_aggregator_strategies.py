@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from aggregator.strategies import (
     RoundAggregate,
     Strategy,
+    UpdateSource,
     WeightedSum,
     clip_to_norm,
     fedavg,
@@ -201,11 +204,51 @@ def test_strategy_rejects_bad_options(kwargs: dict[str, object], message: str) -
         Strategy(**kwargs)  # type: ignore[arg-type]
 
 
+def reader(updates: list[tuple[np.ndarray, float]]) -> UpdateSource:
+    """An update source over a list, as the store is one over its rows; it notes each read."""
+
+    def read(only: AbstractSet[int] | None) -> Iterator[tuple[int, np.ndarray, float]]:
+        for i, (x, w) in enumerate(updates):
+            if only is None or i in only:
+                reads.append(i)
+                yield i, x, w
+
+    reads: list[int] = []
+    read.reads = reads  # type: ignore[attr-defined]
+    return read
+
+
+def test_median_clipping_reads_back_only_the_bin_that_holds_the_median() -> None:
+    # Prepare: 40 updates of norms 1.0 .. 4.9 in one direction each, plus one of norm 1e6
+    rng = np.random.default_rng(3)
+    updates: list[tuple[np.ndarray, float]] = []
+    for k in range(40):
+        d = rng.normal(0, 1, 50)
+        updates.append(((d * (1 + k / 10) / np.linalg.norm(d)).astype(np.float32), 1.0 + k % 3))
+    d = rng.normal(0, 1, 50)
+    updates.append(((d * 1e6 / np.linalg.norm(d)).astype(np.float32), 1.0))
+    source = reader(updates)
+    base = np.zeros(50, np.float32)
+    agg = RoundAggregate(Strategy("fedavg", clip_median=True), base, source)
+    # Execute
+    for x, w in updates:
+        agg.add(x, w)
+    agg.mark_stored()
+    result = agg.finish(None)
+    # Assert: the same as clipping every update by hand, with a few models read back
+    held = RoundAggregate(Strategy("fedavg", clip_median=True), base)  # holds every model
+    for x, w in updates:
+        held.add(x, w)
+    np.testing.assert_allclose(result.params, held.finish(None).params, rtol=1e-5, atol=1e-6)
+    assert result.clip == pytest.approx(float(np.median([1 + k / 10 for k in range(40)] + [1e6])))
+    assert 0 < len(source.reads) <= 8, source.reads  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("with_source", [False, True])
 def test_clipping_to_the_median_norm_scales_only_the_longer_updates(with_source: bool) -> None:
     # Prepare: base 0; updates of norms 1, 2, 3 and 100 (median 2.5), weights 1, 1, 2, 1
     updates = [(f32(1, 0), 1.0), (f32(0, 2), 1.0), (f32(3, 0), 2.0), (f32(0, 100), 1.0)]
-    source = (lambda: updates) if with_source else None
+    source = reader(updates) if with_source else None
     agg = RoundAggregate(Strategy("fedavg", clip_median=True), f32(0, 0), source)
     # Execute
     norms = [agg.add(x, w) for x, w in updates]
@@ -229,7 +272,7 @@ def test_clipping_to_the_median_needs_three_updates() -> None:
 
 def test_an_excluded_update_leaves_the_sum_and_the_median() -> None:
     updates = [(f32(1, 0), 1.0), (f32(0, 1), 1.0), (f32(2, 0), 1.0), (f32(0, 1e30), 1.0)]
-    agg = RoundAggregate(Strategy("fedavg", clip_median=True), f32(0, 0), lambda: updates)
+    agg = RoundAggregate(Strategy("fedavg", clip_median=True), f32(0, 0), reader(updates))
     for x, w in updates:
         agg.add(x, w)
     assert agg.largest() == 3
