@@ -196,9 +196,10 @@ async def run_size(
                     timeout,
                 )
                 cpu = _cpu_s(agg.pid) - cpu0
-                # an upload is "done" when the broker has it (PUBACK): what the bench process
-                # itself takes to make and write 10,000 updates is not the fleet's latency
-                sent = [g.outbox.acked_at[r] for g in gateways if r in g.outbox.acked_at]
+                # when each gateway handed its update to its MQTT client; at large W this
+                # includes the bench process's own backlog (one Python thread playing them all:
+                # its view of PUBACKs lags even more, so it cannot serve as the clock)
+                sent = [g.sent_at[r] for g in gateways if r in g.sent_at]
                 at = watch.globals[r + 1]
                 fig = RoundFigures(
                     workers=workers,
