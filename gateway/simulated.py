@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from aggregator.settings import from_args
 from aggregator.store import Store
 from aggregator.strategies import RoundAggregate, Strategy
 from gateway.settings import DEFAULT_BUFFER
-from gateway.uplink import RESEND_MAX, RESEND_MIN, Outbox, Outgoing, Uplink, WorkerState
+from gateway.uplink import RESEND_MAX, RESEND_MIN, Outbox, Uplink, WorkerState
 from tinyfed import model
 from tinyfed.broker import Mosquitto
 from tinyfed.cli import build_parser
@@ -72,20 +72,6 @@ class Made:
     base_round: int
     params: model.F32 = field(repr=False)
     local_steps: int
-
-
-class _TimedOutbox(Outbox):
-    """The real outbox, noting when the broker first acknowledged each round's update."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.acked_at: dict[int, float] = {}  #: base round -> monotonic time of the PUBACK
-
-    def acked(self, mid: int, now: float | None = None) -> Outgoing | None:
-        msg = super().acked(mid, now)
-        if msg is not None and msg.kind == "update" and msg.base_round is not None:
-            self.acked_at.setdefault(msg.base_round, time.monotonic())
-        return msg
 
 
 class SimulatedGateway:
@@ -131,7 +117,7 @@ class SimulatedGateway:
         self.train_delay = train_delay
         self.delta_scale = delta_scale
         self._rng = np.random.default_rng(seed)
-        self.outbox = _TimedOutbox(buffer, spool, resend_min=resend_min, resend_max=resend_max)
+        self.outbox = Outbox(buffer, spool, resend_min=resend_min, resend_max=resend_max)
         self.uplink = Uplink(
             broker,
             topics,
