@@ -488,6 +488,10 @@ class AggregatorService:
             elif isinstance(d, RoundFailed):
                 self._publish_round(d.event)
                 self._status_dirty = True
+                # Asking again includes the model: a broker that lost the retained global
+                # model (a publish during a cluster node's failover, say) would otherwise
+                # leave every gateway waiting for a round that never reaches them.
+                self._publish_global(d.event.time, repair=True)
 
     # ------------------------------------------------------------------ publishing
 

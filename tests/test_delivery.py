@@ -167,3 +167,28 @@ def test_the_broker_sends_no_more_unacknowledged_messages_than_the_receive_maxim
         for c in (sub, pub):
             c.disconnect()
             c.loop_stop()
+
+
+def test_a_failed_attempt_asks_again_with_the_global_model(
+    broker: Mosquitto, fleet: str, tmp_path: Path
+) -> None:
+    # A broker that lost the retained global model (a cluster node's failover during the
+    # publish) would leave every gateway waiting: each failed attempt republishes it.
+    topics = Topics(fleet)
+    observer = Observer(broker.url, topics)
+    argv = flags(broker.url, fleet, str(tmp_path / "agg.db"), "--expect", "a")
+    with running_aggregator([*argv, "--round-timeout", "1"]):
+        observer.global_model(0)
+        observer.wait(topics.rounds, lambda p: True, "a failed attempt")
+        observer.status(lambda s: (s.attempt or 0) >= 2, "attempt 2")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            globals_seen = [
+                m for m in observer._messages if m.topic == topics.global_model and m.payload
+            ]
+            if len(globals_seen) >= 2:
+                break
+            time.sleep(0.05)
+    observer.close()
+    assert len(globals_seen) >= 2
+    assert {contract.decode_global(bytes(m.payload)).round for m in globals_seen} == {0}
