@@ -61,6 +61,20 @@ log = logging.getLogger(__name__)
 #: Standard normal noise shared by every simulated board (seeded: runs repeat).
 _NOISE = np.random.default_rng(20261130).standard_normal(1 << 20)
 
+
+def db_round(path: Path) -> int:
+    """The latest global model's round in an aggregator's database, read while it runs (-1 if
+    there is none yet or it cannot be read at this moment)."""
+    if not path.exists():
+        return -1
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=1)) as db:
+            (r,) = db.execute("SELECT MAX(round) FROM globals").fetchone()
+            return -1 if r is None else int(r)
+    except sqlite3.Error:
+        return -1
+
+
 # ----------------------------------------------------------------------------- the gateway
 
 
@@ -470,14 +484,7 @@ class _Chaos:
 
     def db_round(self) -> int:
         """The latest global model's round in the aggregator's database (-1 if unreadable)."""
-        if not self.db.exists():
-            return -1
-        try:
-            with contextlib.closing(sqlite3.connect(self.db, timeout=1)) as db:
-                (r,) = db.execute("SELECT MAX(round) FROM globals").fetchone()
-                return -1 if r is None else int(r)
-        except sqlite3.Error:
-            return -1
+        return db_round(self.db)
 
     async def wait_round(self, target: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout

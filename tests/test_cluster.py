@@ -42,7 +42,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from gateway.simulated import SimulatedGateway
+from gateway.simulated import SimulatedGateway, db_round
 from tinyfed.contract import Topics
 from tinyfed.mqtt import parse_broker_url
 
@@ -255,24 +255,13 @@ def test_nats_refuses_mqtt_v5_and_serves_3_1_1_across_nodes(cluster: NatsCluster
 # ----------------------------------------------------------------------------- the fleet
 
 
-def _db_round(db: Path) -> int:
-    if not db.exists():
-        return -1
-    try:
-        with contextlib.closing(sqlite3.connect(db, timeout=1)) as con:
-            (r,) = con.execute("SELECT MAX(round) FROM globals").fetchone()
-            return -1 if r is None else int(r)
-    except sqlite3.Error:
-        return -1
-
-
 async def _wait_round(db: Path, target: int, timeout: float, what: str, log: Path) -> float:
     start = time.monotonic()
-    while _db_round(db) < target:
+    while db_round(db) < target:
         if time.monotonic() - start > timeout:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
             raise AssertionError(
-                f"{what}: round {_db_round(db)} < {target} after {timeout:g} s; aggregator:\n{tail}"
+                f"{what}: round {db_round(db)} < {target} after {timeout:g} s; aggregator:\n{tail}"
             )
         await asyncio.sleep(0.2)
     return time.monotonic() - start
@@ -316,19 +305,19 @@ async def _fleet(cluster: NatsCluster, tmp_path: Path) -> None:
     timeline: list[str] = []
 
     def note(text: str) -> None:
-        timeline.append(f"{time.monotonic() - t0:5.1f} s  round {_db_round(db):3d}  {text}")
+        timeline.append(f"{time.monotonic() - t0:5.1f} s  round {db_round(db):3d}  {text}")
 
     async def kill_mid_round(node: int) -> int:
         """Kill ``node`` right after one of its gateways sent this round's update."""
-        r = _db_round(db)
+        r = db_round(db)
         mine = [g for g in gateways if node_of[g.worker_id] == node]
         deadline = time.monotonic() + 15
         while not any(r in g.sent_at for g in mine) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            r = max(r, _db_round(db))
+            r = max(r, db_round(db))
         await asyncio.to_thread(cluster.kill, node)
         note(f"killed {cluster.names[node]} (a gateway of it sent round {r}'s update)")
-        return _db_round(db)
+        return db_round(db)
 
     try:
         for gw in gateways:
@@ -342,7 +331,7 @@ async def _fleet(cluster: NatsCluster, tmp_path: Path) -> None:
         note("two rounds closed with node 3 down")
         cluster.start(2)
         note("restarted n3")
-        at = _db_round(db)
+        at = db_round(db)
         await _wait_round(db, at + 1, 25, "after node 3's restart", log)
         wait_deadline = time.monotonic() + 20
         while time.monotonic() < wait_deadline and not all(g.uplink.connected for g in gateways):

@@ -25,7 +25,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from gateway.simulated import SimulatedGateway
+from gateway.simulated import SimulatedGateway, db_round
 from tinyfed.broker import Mosquitto
 from tinyfed.contract import Topics
 from tinyfed.errors import UsageError
@@ -74,17 +74,6 @@ def test_make_client_speaks_the_urls_protocol() -> None:
     assert persistent._clean_session is False
 
 
-def _db_round(db: Path) -> int:
-    if not db.exists():
-        return -1
-    try:
-        with contextlib.closing(sqlite3.connect(db, timeout=1)) as con:
-            (r,) = con.execute("SELECT MAX(round) FROM globals").fetchone()
-            return -1 if r is None else int(r)
-    except sqlite3.Error:
-        return -1
-
-
 @pytest.mark.timeout(120)
 def test_aggregator_and_gateways_over_mqtt_3_1_1(tmp_path: Path) -> None:
     with Mosquitto(workdir=tmp_path / "broker") as broker:
@@ -122,15 +111,15 @@ async def _fleet(broker: Mosquitto, tmp_path: Path) -> None:
         for gw in gateways:
             gw.start()
         deadline = time.monotonic() + 60
-        while _db_round(db) < 3 and time.monotonic() < deadline:
+        while db_round(db) < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         # Restart the aggregator: its persistent 3.1.1 session brings what came meanwhile.
         aggregator.send_signal(signal.SIGKILL)
         await asyncio.to_thread(aggregator.wait)
         with log.open("ab") as out:
             aggregator = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        at = _db_round(db)
-        while _db_round(db) < at + 2 and time.monotonic() < deadline + 30:
+        at = db_round(db)
+        while db_round(db) < at + 2 and time.monotonic() < deadline + 30:
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
     finally:
@@ -138,7 +127,7 @@ async def _fleet(broker: Mosquitto, tmp_path: Path) -> None:
         aggregator.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(aggregator.wait, 15)
     text = log.read_text(errors="replace")
-    assert _db_round(db) >= 5, text[-3000:]
+    assert db_round(db) >= 5, text[-3000:]
     assert code == 0, text[-3000:]
     assert "republishing" not in text, "its own global models came back as a mismatch"
     with contextlib.closing(sqlite3.connect(db)) as con:
