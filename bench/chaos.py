@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from gateway.simulated import ChaosConfig, run_chaos
+from tinyfed.fleet.chaos import ChaosConfig, run_chaos
 
 
 def _span(text: str) -> tuple[float, float]:

@@ -7,7 +7,7 @@ the fleet runs on until 3 more rounds close (or 30 s pass). The aggregator's dat
 gateways' records must then show: no update acknowledged with an "accepted" receipt lost, none
 counted twice, rounds still closing, and every global model equal to the aggregation of its
 round's updates recomputed from what the gateways sent. The scenario is
-:func:`gateway.simulated.run_chaos`, which ``bench/chaos.py`` runs longer.
+:func:`tinyfed.fleet.chaos.run_chaos`, which ``bench/chaos.py`` runs longer.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.simulated import ChaosConfig, run_chaos
+from tinyfed.fleet.chaos import ChaosConfig, run_chaos
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
