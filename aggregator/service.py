@@ -54,7 +54,7 @@ from aggregator.store import Store
 from tinyfed import contract, model
 from tinyfed.contract import AggregatorStatus, ContractError, GlobalModel
 from tinyfed.errors import UsageError
-from tinyfed.mqtt import connect, make_client
+from tinyfed.mqtt import Throttle, connect, make_client
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ class AggregatorService:
         self._status_sent = -1e9
         self._status_key: tuple[int, int] | None = None  # (round, attempt) last published
         self.poisoned = 0  #: messages whose handling failed unexpectedly (rejected, acked)
+        self._refusals = Throttle()
         self.receipts_skipped = 0  #: rejection receipts not sent (flood control)
         self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
 
@@ -317,7 +318,10 @@ class AggregatorService:
 
     def _connected(self, event: _Connected) -> None:
         if event.failed:
-            log.error("broker %s refused the connection: %s", self.settings.broker, event.reason)
+            if self._refusals(event.reason):  # once per cause and minute, not every reconnect
+                log.error(
+                    "broker %s refused the connection: %s", self.settings.broker, event.reason
+                )
             return
         log.info("connected to %s", self.settings.broker)
         self._publish_status()

@@ -270,6 +270,7 @@ class Uplink:
         self._timer: asyncio.Task[None] | None = None
         self.last_state: WorkerState = "online"
         self._newest_global: tuple[int, float] | None = None  #: (round, created) seen
+        self._refusals = mqtt.Throttle()
 
     # -- life -----------------------------------------------------------------------------
 
@@ -423,7 +424,8 @@ class Uplink:
         if client is None:
             return
         if rc.is_failure:
-            log.error("broker %s refused the connection: %s", self.broker, rc)
+            if self._refusals(str(rc)):  # once per cause and minute, not every reconnect
+                log.error("broker %s refused the connection: %s", self.broker, rc)
             return
         self.connected = True
         log.info("connected to %s", self.broker)

@@ -29,7 +29,7 @@ from gateway.simulated import SimulatedGateway, db_round
 from tinyfed.broker import Mosquitto
 from tinyfed.contract import Topics
 from tinyfed.errors import UsageError
-from tinyfed.mqtt import BrokerUrl, make_client, parse_broker_url
+from tinyfed.mqtt import BrokerUrl, Throttle, make_client, parse_broker_url
 
 
 def test_the_url_selects_the_protocol_and_v5_stays_the_default() -> None:
@@ -141,3 +141,16 @@ async def _fleet(broker: Mosquitto, tmp_path: Path) -> None:
     for rc in accepted:
         assert counted.get(rc.upload_id) == [made[rc.upload_id].base_round], rc
     assert all(len(rs) == 1 for rs in counted.values()), counted
+
+
+def test_a_repeated_refusal_is_logged_once_per_cause_and_minute() -> None:
+    throttle = Throttle(every_s=60)
+    seen = [
+        throttle("Not authorized", now=0.0),
+        throttle("Not authorized", now=8.0),  # the next reconnect: the same refusal
+        throttle("Bad user name or password", now=16.0),  # a new cause: said at once
+        throttle("Bad user name or password", now=30.0),
+        throttle("Bad user name or password", now=76.5),  # a minute later: said again
+    ]
+    assert seen == [True, False, True, False, True]
+    assert throttle.suppressed == 0

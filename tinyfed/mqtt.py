@@ -496,3 +496,26 @@ class AsyncioDriver:
 
     def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._loop.remove_writer(sock)
+
+
+class Throttle:
+    """Whether to log a repeated message: the first time, when it changes, then once a period.
+
+    A broker that refuses a login refuses it again at every reconnect (every 1-8 s); one line
+    per cause and minute says the same without burying the rest of the log.
+    """
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._last: tuple[str, float] | None = None
+        self.suppressed = 0  #: repeats not logged since the last line
+
+    def __call__(self, key: str, now: float | None = None) -> bool:
+        t = time.monotonic() if now is None else now
+        last = self._last
+        if last is None or last[0] != key or t - last[1] >= self.every_s:
+            self._last = (key, t)
+            self.suppressed = 0
+            return True
+        self.suppressed += 1
+        return False
