@@ -26,9 +26,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/tinyfed
 COPY pyproject.toml README.md ./
+# One import package, tinyfed: tinyfed/aggregator, tinyfed/gateway and tinyfed/bench are relative
+# symlinks (COPY keeps them as links) to the top-level folders copied beside it, and the wheel
+# that pip builds follows them, so the image has tinyfed.aggregator, tinyfed.gateway and
+# tinyfed.bench and no top-level aggregator/gateway/bench packages.
 COPY tinyfed/ tinyfed/
 COPY aggregator/ aggregator/
 COPY gateway/ gateway/
+COPY bench/ bench/
 # [ble]: bleak, so the same image runs BLE gateways.
 RUN pip install --no-cache-dir ".[ble]" \
  && rm -rf build ./*.egg-info

@@ -8,8 +8,8 @@ import threading
 from types import FrameType
 from typing import Any
 
-from aggregator import service, settings
-from aggregator.strategies import STRATEGIES
+from tinyfed.aggregator import service, settings
+from tinyfed.aggregator.strategies import STRATEGIES
 
 EPILOG = """\
 round policy:

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aggregator.strategies import F32, RoundAggregate, Strategy, UpdateSource, trim_count
 from tinyfed import model
+from tinyfed.aggregator.strategies import F32, RoundAggregate, Strategy, UpdateSource, trim_count
 from tinyfed.contract import (
     GlobalModel,
     HyperParams,

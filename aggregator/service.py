@@ -1,8 +1,8 @@
 """The aggregator service: a thin MQTT shell around the round machine and the store.
 
 Paho's network thread only queues what arrives; one thread (the caller of :meth:`run`) decodes,
-asks the :class:`~aggregator.rounds.RoundMachine`, persists each decision in the
-:class:`~aggregator.store.Store` and only then acknowledges the MQTT message and publishes.
+asks the :class:`~tinyfed.aggregator.rounds.RoundMachine`, persists each decision in the
+:class:`~tinyfed.aggregator.store.Store` and only then acknowledges the MQTT message and publishes.
 
 * Every message waiting in the queue (at most :data:`INBOUND_WINDOW`, the MQTT v5 Receive
   Maximum the aggregator announces, so the broker never sends more unacknowledged ones; under
@@ -40,7 +40,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from aggregator.rounds import (
+from tinyfed import contract, model
+from tinyfed.aggregator.rounds import (
     Accepted,
     Decision,
     Duplicate,
@@ -49,9 +50,8 @@ from aggregator.rounds import (
     RoundFailed,
     RoundMachine,
 )
-from aggregator.settings import Settings
-from aggregator.store import Store
-from tinyfed import contract, model
+from tinyfed.aggregator.settings import Settings
+from tinyfed.aggregator.store import Store
 from tinyfed.contract import AggregatorStatus, ContractError, GlobalModel
 from tinyfed.errors import UsageError
 from tinyfed.mqtt import Throttle, connect, make_client

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aggregator.rounds import RoundPolicy
-from aggregator.strategies import STRATEGIES, Strategy
 from tinyfed import model
+from tinyfed.aggregator.rounds import RoundPolicy
+from tinyfed.aggregator.strategies import STRATEGIES, Strategy
 from tinyfed.contract import ContractError, HyperParams, Topics, check_worker_id
 from tinyfed.errors import ModelError, UsageError
 from tinyfed.features import pipelines
@@ -72,7 +72,7 @@ def _number(value: Any, flag: str, kind: type[int] | type[float]) -> Any:
 
 
 def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from an ``argparse`` namespace (see :mod:`aggregator.cli`)."""
+    """Build the settings from an ``argparse`` namespace (see :mod:`tinyfed.aggregator.cli`)."""
     environ = os.environ if env is None else env
     broker_url = args.broker or environ.get("TINYFED_BROKER") or DEFAULT_BROKER
     broker = parse_broker_url(broker_url, env=dict(environ))

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from aggregator.rounds import Accepted, Counted, Opening, Rejected, RoundClosed, RoundFailed
-from aggregator.strategies import F32
 from tinyfed import model
+from tinyfed.aggregator.rounds import Accepted, Counted, Opening, Rejected, RoundClosed, RoundFailed
+from tinyfed.aggregator.strategies import F32
 from tinyfed.contract import ContractError, GlobalModel, HyperParams, Participant, Rejection
 from tinyfed.errors import ModelError, UsageError
 

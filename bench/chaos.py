@@ -1,13 +1,12 @@
 """``python bench/chaos.py [--seconds 300] [--gateways 8] [--seed N]``: the chaos scenario, long.
 
-A private Mosquitto (persistence on), the real aggregator as a subprocess and N simulated
-gateways (the real gateway's MQTT side, :mod:`gateway.simulated`); for ``--seconds`` the broker
-or the aggregator is SIGKILLed at seeded-random moments and restarted after a short random
-pause, then the fleet runs on until ``--settle-rounds`` more rounds close. Prints a line per
-kill, then the figures (kills, uploads, receipts, lost, double-counted, rounds, failed
-attempts, stalled, recomputation mismatches) and ends with one ``key=value`` line. Exit status
-1 if any invariant broke. Same scenario as ``tests/test_chaos.py``, figures in
-docs/reliability.md ("Chaos").
+A private Mosquitto (persistence on), the real aggregator as a subprocess and N simulated gateways
+(the real gateway's MQTT side, :mod:`tinyfed.gateway.simulated`); for ``--seconds`` the broker or
+the aggregator is SIGKILLed at seeded-random moments and restarted after a short random pause, then
+the fleet runs on until ``--settle-rounds`` more rounds close. Prints a line per kill, then the
+figures (kills, uploads, receipts, lost, double-counted, rounds, failed attempts, stalled,
+recomputation mismatches) and ends with one ``key=value`` line. Exit status 1 if any invariant
+broke. Same scenario as ``tests/test_chaos.py``, figures in docs/reliability.md ("Chaos").
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ import numpy as np
 import paho.mqtt.client as paho
 
 from tinyfed import contract, model
-from tinyfed.broker import Mosquitto
 from tinyfed.contract import ModelUpdate, Topics
 from tinyfed.mqtt import connect, make_client, parse_broker_url
+from tinyfed.testbed.broker import Mosquitto
 
 
 class Recorder:

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.transport import PassThroughTransport, Transport
-from gateway.transports import open_transport
 from tinyfed import model
 from tinyfed.link.client import BoardLink, LinkError
+from tinyfed.link.transports import open_transport
+from tinyfed.link.transports.base import PassThroughTransport, Transport
 
 TO_BOARD = "to board"
 TO_HOST = "to host"
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="seed of the noise and models (1)")
     args = parser.parse_args(argv)
 
-    from tinyfed.virtual_board import VirtualBoard, build_virtual_board  # noqa: PLC0415
+    from tinyfed.testbed.virtual_board import VirtualBoard, build_virtual_board  # noqa: PLC0415
 
     with VirtualBoard(binary=build_virtual_board()) as board:
         down, up = asyncio.run(

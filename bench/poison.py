@@ -16,9 +16,9 @@ import sys
 
 import numpy as np
 
-from aggregator.rounds import RoundClosed, RoundMachine, RoundPolicy
-from aggregator.strategies import Strategy
 from tinyfed import model
+from tinyfed.aggregator.rounds import RoundClosed, RoundMachine, RoundPolicy
+from tinyfed.aggregator.strategies import Strategy
 from tinyfed.contract import GlobalModel, HyperParams, ModelUpdate
 
 STRATEGIES: tuple[tuple[str, Strategy], ...] = (

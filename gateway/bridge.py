@@ -5,9 +5,9 @@ Three parts, from pure to I/O:
 * :class:`BridgeState` decides, from what it was told (the retained global model, the board's
   HELLO and LOSS events, what was pushed and uploaded), the next thing to do: push the global
   model down, pull the board's model up, or nothing. It has no sockets and is tested alone.
-* :class:`~gateway.uplink.Uplink` is the MQTT side: an update is kept (with a spool folder, on
-  disk) and sent again with the same upload id until the aggregator's receipt says it is on
-  the aggregator's disk, so neither a broker crash nor a gateway restart loses one.
+* :class:`~tinyfed.gateway.uplink.Uplink` is the MQTT side: an update is kept (with a spool folder,
+  on disk) and sent again with the same upload id until the aggregator's receipt says it is on the
+  aggregator's disk, so neither a broker crash nor a gateway restart loses one.
 * :class:`Bridge` runs the board link (reopened with backoff when lost) and the uplink, and
   carries out the state's decisions.
 """
@@ -25,12 +25,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gateway.settings import GatewaySettings
-from gateway.transport import Transport, TransportError
-from gateway.transports import open_transport
-from gateway.uplink import MAX_INFLIGHT, Outbox, Outgoing, Uplink, WorkerState, write_atomic
 from tinyfed import contract, model
 from tinyfed.contract import GlobalModel, LossEvent, ModelUpdate, WorkerStatus
+from tinyfed.gateway.settings import GatewaySettings
+from tinyfed.gateway.uplink import MAX_INFLIGHT, Outbox, Outgoing, Uplink, WorkerState, write_atomic
 from tinyfed.link import spec
 from tinyfed.link.client import (
     BoardLink,
@@ -42,6 +40,8 @@ from tinyfed.link.client import (
     LossReport,
     StateReport,
 )
+from tinyfed.link.transports import open_transport
+from tinyfed.link.transports.base import Transport, TransportError
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.transports import check_url
 from tinyfed import contract
 from tinyfed.contract import ContractError, Topics
 from tinyfed.errors import UsageError
+from tinyfed.link.transports import check_url
 from tinyfed.mqtt import BrokerUrl, parse_broker_url
 
 DEFAULT_BUFFER = 1000  #: MQTT messages kept while the broker is away (loss events, updates)

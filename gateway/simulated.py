@@ -1,16 +1,16 @@
 """Simulated gateways: the real gateway's MQTT side with a simulated board.
 
 * :class:`SimulatedGateway` is the real gateway on the MQTT side, because it *is* the real one
-  there: :class:`~gateway.uplink.Uplink` and :class:`~gateway.uplink.Outbox`, unchanged (same
-  status and Last Will, same resend rules, same receipts, optional spool folder). Only the
-  board is replaced: when a global model arrives it "trains" for a short random delay, then
-  makes an update (the global parameters plus a small seeded random delta, float32) with a
-  fresh upload id, exactly once per global round, as :class:`~gateway.bridge.BridgeState` does
-  for one boot of a board. A newer global model arriving mid-training replaces the one being
-  trained on, as a push to a real board does. It records every update it made
-  (:attr:`SimulatedGateway.made`) and every receipt it saw (:attr:`SimulatedGateway.receipts`).
+  there: :class:`~tinyfed.gateway.uplink.Uplink` and :class:`~tinyfed.gateway.uplink.Outbox`,
+  unchanged (same status and Last Will, same resend rules, same receipts, optional spool folder).
+  Only the board is replaced: when a global model arrives it "trains" for a short random delay, then
+  makes an update (the global parameters plus a small seeded random delta, float32) with a fresh
+  upload id, exactly once per global round, as :class:`~tinyfed.gateway.bridge.BridgeState` does for
+  one boot of a board. A newer global model arriving mid-training replaces the one being trained on,
+  as a push to a real board does. It records every update it made (:attr:`SimulatedGateway.made`)
+  and every receipt it saw (:attr:`SimulatedGateway.receipts`).
 They serve the chaos scenario (:mod:`tinyfed.fleet.chaos`), the cluster tests and
-``tinyfed bench fleet`` (:mod:`gateway.fleet_bench`).
+``tinyfed bench fleet`` (:mod:`tinyfed.bench.fleet`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.settings import DEFAULT_BUFFER
-from gateway.uplink import RESEND_MAX, RESEND_MIN, Outbox, Uplink, WorkerState
 from tinyfed import model
 from tinyfed.contract import (
     GlobalModel,
@@ -37,6 +35,8 @@ from tinyfed.contract import (
     Topics,
     WorkerStatus,
 )
+from tinyfed.gateway.settings import DEFAULT_BUFFER
+from tinyfed.gateway.uplink import RESEND_MAX, RESEND_MIN, Outbox, Uplink, WorkerState
 from tinyfed.mqtt import BrokerUrl
 
 log = logging.getLogger(__name__)

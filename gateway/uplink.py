@@ -15,7 +15,7 @@
   ``resend_min`` seconds, doubling up to ``resend_max`` - but not while the aggregator's
   status says it is offline: copies would only pile up in its queue at the broker.
 * :class:`Uplink` is the paho MQTT v5 client (which reconnects by itself) running all of this
-  for one worker inside an asyncio loop; the real gateway (:mod:`gateway.bridge`) and the
+  for one worker inside an asyncio loop; the real gateway (:mod:`tinyfed.gateway.bridge`) and the
   fleet's simulated gateways use it alike.
 """
 

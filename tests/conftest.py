@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from link_support import Peer
 
-from tinyfed.broker import Mosquitto
-from tinyfed.virtual_board import build_virtual_board
+from tinyfed.testbed.broker import Mosquitto
+from tinyfed.testbed.virtual_board import build_virtual_board
 
 
 @pytest.fixture(scope="session")

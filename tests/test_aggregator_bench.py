@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from aggregator import bench
 from tinyfed import cli, model
+from tinyfed.bench import aggregate as bench
 
 
 def test_streaming_and_paper_way_produce_the_same_global_model() -> None:

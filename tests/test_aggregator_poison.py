@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from test_aggregator_service import Observer, Worker, fedavg, flags, perturbed
 
-from aggregator import service, settings
-from aggregator.rounds import RoundClosed, RoundMachine, RoundPolicy
-from aggregator.store import Store
-from aggregator.strategies import Strategy
 from tinyfed import cli, contract, model
-from tinyfed.broker import Mosquitto
+from tinyfed.aggregator import service, settings
+from tinyfed.aggregator.rounds import RoundClosed, RoundMachine, RoundPolicy
+from tinyfed.aggregator.store import Store
+from tinyfed.aggregator.strategies import Strategy
 from tinyfed.contract import Topics
+from tinyfed.testbed.broker import Mosquitto
 
 
 @contextmanager

@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from aggregator.rounds import (
+from tinyfed import model
+from tinyfed.aggregator.rounds import (
     Accepted,
     Counted,
     Decision,
@@ -18,8 +19,7 @@ from aggregator.rounds import (
     RoundMachine,
     RoundPolicy,
 )
-from aggregator.strategies import Strategy
-from tinyfed import model
+from tinyfed.aggregator.strategies import Strategy
 from tinyfed.contract import GlobalModel, HyperParams, LossSummary, ModelUpdate
 
 T0 = 1000.0

@@ -16,10 +16,9 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
-from aggregator import service, settings
-from aggregator.store import Store
 from tinyfed import cli, contract, model
-from tinyfed.broker import Mosquitto
+from tinyfed.aggregator import service, settings
+from tinyfed.aggregator.store import Store
 from tinyfed.contract import (
     AggregatorStatus,
     GlobalModel,
@@ -30,6 +29,7 @@ from tinyfed.contract import (
     WorkerStatus,
 )
 from tinyfed.mqtt import connect, make_client, parse_broker_url
+from tinyfed.testbed.broker import Mosquitto
 
 WAIT_S = 15.0
 

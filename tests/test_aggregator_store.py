@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aggregator.rounds import Accepted, RoundClosed, RoundFailed, RoundMachine, RoundPolicy
-from aggregator.store import Store
-from aggregator.strategies import Strategy
 from tinyfed import model
+from tinyfed.aggregator.rounds import Accepted, RoundClosed, RoundFailed, RoundMachine, RoundPolicy
+from tinyfed.aggregator.store import Store
+from tinyfed.aggregator.strategies import Strategy
 from tinyfed.contract import GlobalModel, HyperParams, LossSummary, ModelUpdate
 
 T0 = 5000.0

@@ -9,7 +9,8 @@ from collections.abc import Set as AbstractSet
 import numpy as np
 import pytest
 
-from aggregator.strategies import (
+from tinyfed import model
+from tinyfed.aggregator.strategies import (
     RoundAggregate,
     Strategy,
     UpdateSource,
@@ -20,7 +21,6 @@ from aggregator.strategies import (
     median,
     trimmed_mean,
 )
-from tinyfed import model
 
 
 def f32(*values: float) -> np.ndarray:

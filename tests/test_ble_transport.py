@@ -26,8 +26,6 @@ from ble_support import (
     frames_of,
 )
 
-from gateway.transport import TransportError
-from gateway.transports.ble import Backoff, BleTarget, BleTransport
 from tinyfed import model as nn
 from tinyfed.link.client import BoardLink
 from tinyfed.link.frame import Frame, FrameParser, pack, unpack
@@ -39,6 +37,8 @@ from tinyfed.link.spec import (
     MsgType,
     XferTarget,
 )
+from tinyfed.link.transports.base import TransportError
+from tinyfed.link.transports.ble import Backoff, BleTarget, BleTransport
 
 T = TypeVar("T")
 MODEL_BYTES = 41_868

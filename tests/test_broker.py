@@ -11,7 +11,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tinyfed.broker import LIMITS, BrokerLimits, Mosquitto
+from tinyfed.testbed.broker import LIMITS, BrokerLimits, Mosquitto
 
 
 def _retained(port: int, topic: str) -> bytes | None:

@@ -1,7 +1,7 @@
 """Chaos: the broker and the aggregator SIGKILLed at random moments under a fleet of gateways.
 
 A private Mosquitto (persistence on), the real aggregator as a subprocess and four simulated
-gateways (the real gateway's MQTT side, :mod:`gateway.simulated`). For 30 s one of the two
+gateways (the real gateway's MQTT side, :mod:`tinyfed.gateway.simulated`). For 30 s one of the two
 processes is killed at a seeded-random moment and restarted after a short random pause; then
 the fleet runs on until 3 more rounds close (or 30 s pass). The aggregator's database and the
 gateways' records must then show: no update acknowledged with an "accepted" receipt lost, none

@@ -42,8 +42,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from gateway.simulated import SimulatedGateway, db_round
 from tinyfed.contract import Topics
+from tinyfed.gateway.simulated import SimulatedGateway, db_round
 from tinyfed.mqtt import parse_broker_url
 
 # scripts/setup installs Debian's nats-server: a missing one is a failure, not a skip.

@@ -1,7 +1,7 @@
 """End-to-end delivery: an update is done when the aggregator's receipt says it is on its disk.
 
-The real gateway uplink (:mod:`gateway.uplink`) and the real aggregator service against a real
-Mosquitto: updates the broker acknowledged but could not deliver are sent again until counted.
+The real gateway uplink (:mod:`tinyfed.gateway.uplink`) and the real aggregator service against a
+real Mosquitto: updates the broker acknowledged but could not deliver are sent again until counted.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from paho.mqtt.properties import Properties
 from test_aggregator_poison import running_aggregator
 from test_aggregator_service import Observer, Worker, flags, perturbed
 
-from aggregator import service
-from aggregator.store import Store
-from gateway.uplink import Outbox, Uplink
 from tinyfed import contract
-from tinyfed.broker import Mosquitto
+from tinyfed.aggregator import service
+from tinyfed.aggregator.store import Store
 from tinyfed.contract import ModelUpdate, Topics, WorkerStatus
+from tinyfed.gateway.uplink import Outbox, Uplink
 from tinyfed.mqtt import make_client, parse_broker_url
+from tinyfed.testbed.broker import Mosquitto
 
 
 async def _until(check: object, what: str, timeout: float = 20.0) -> None:

@@ -37,8 +37,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tinyfed import broker_cli, contract
-from tinyfed.broker import LIMITS, Mosquitto, find_mosquitto
 from tinyfed.errors import UsageError
+from tinyfed.testbed.broker import LIMITS, Mosquitto, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -696,7 +696,7 @@ def test_updates_queued_beyond_mosquittos_default_limit_all_reach_the_aggregator
 
 
 def test_the_deployed_limits_are_the_private_brokers() -> None:
-    # tinyfed/broker.py's LIMITS must state what deploy/mosquitto/mosquitto.conf does
+    # tinyfed/testbed/broker.py's LIMITS must state what deploy/mosquitto/mosquitto.conf does
     settings = dict(
         line.split(maxsplit=1)
         for line in DEPLOY_CONF.read_text().splitlines()

@@ -13,7 +13,6 @@ import numpy.typing as npt
 import pytest
 import scipy.fft
 
-from tinyfed import vectors
 from tinyfed.cli import main
 from tinyfed.errors import UsageError
 from tinyfed.features import align, mfcc
@@ -25,6 +24,7 @@ from tinyfed.features.pipelines import (
     get_pipeline,
     get_pipeline_by_id,
 )
+from tinyfed.testbed import vectors
 
 SIGNALS = ["sine1k_noise", "white_noise", "silence_tiny_noise", "chirp", "zeros"]
 #: MFCC.md's tolerances on the final features (zeros is checked for sanity, not numbers).

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tinyfed import model
-from tinyfed.virtual_board import build_virtual_board
+from tinyfed.testbed.virtual_board import build_virtual_board
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tinyfed.fleet import experiments as fx
-from tinyfed.virtual_board import build_virtual_board
+from tinyfed.testbed.virtual_board import build_virtual_board
 
 pytestmark = pytest.mark.slow
 

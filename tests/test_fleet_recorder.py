@@ -11,7 +11,6 @@ import paho.mqtt.client as paho
 import pytest
 
 from tinyfed import contract, model
-from tinyfed.broker import Mosquitto
 from tinyfed.cli import main as fleet_main
 from tinyfed.contract import (
     GlobalModel,
@@ -29,6 +28,7 @@ from tinyfed.fleet import report
 from tinyfed.fleet.corpus import HeldOut
 from tinyfed.fleet.recorder import Recorder
 from tinyfed.mqtt import connect, make_client, parse_broker_url
+from tinyfed.testbed.broker import Mosquitto
 
 WORKERS = ("board-a", "board-b")
 

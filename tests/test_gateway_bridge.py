@@ -14,10 +14,10 @@ import pytest
 from link_support import Gateway, Peer, write_clip, write_script
 
 from tinyfed import model
-from tinyfed.broker import Mosquitto
 from tinyfed.data.wav import read_wav
 from tinyfed.features import get_pipeline
-from tinyfed.virtual_board import VirtualBoard
+from tinyfed.testbed.broker import Mosquitto
+from tinyfed.testbed.virtual_board import VirtualBoard
 
 BOARD_ARGS = ["--record-ms", "50"]
 

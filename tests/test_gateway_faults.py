@@ -20,12 +20,12 @@ import numpy as np
 from link_support import Gateway, Peer, Relay, corrupt_nth, write_script
 from test_gateway_bridge import BOARD_ARGS, applied, gateway_args, on_round
 
-from gateway.transports import open_transport
 from tinyfed import contract, model
-from tinyfed.broker import Mosquitto
 from tinyfed.link import spec
 from tinyfed.link.client import BoardLink
-from tinyfed.virtual_board import VirtualBoard
+from tinyfed.link.transports import open_transport
+from tinyfed.testbed.broker import Mosquitto
+from tinyfed.testbed.virtual_board import VirtualBoard
 
 T = spec.MsgType
 DEADLINE = 60.0  #: seconds any awaited condition may take before the test fails

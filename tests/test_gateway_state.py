@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cli as gateway_cli
-from gateway.bench import Exchange, gatt_ops, usb_ms
-from gateway.bridge import BridgeState, Held, Outbox, Outgoing, Pull, Push
-from gateway.settings import GatewaySettings
-from gateway.uplink import Uplink
 from tinyfed import contract, model
+from tinyfed.bench.link import Exchange, gatt_ops, usb_ms
 from tinyfed.cli import build_parser
 from tinyfed.errors import UsageError
+from tinyfed.gateway import cli as gateway_cli
+from tinyfed.gateway.bridge import BridgeState, Held, Outbox, Outgoing, Pull, Push
+from tinyfed.gateway.settings import GatewaySettings
+from tinyfed.gateway.uplink import Uplink
 from tinyfed.link.client import Hello, LossReport
 from tinyfed.mqtt import parse_broker_url
 

@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 from link_support import Fault, Relay, corrupt_nth, flip_byte
 
-from gateway.transport import TransportError
-from gateway.transports import open_transport
 from tinyfed import model
 from tinyfed.errors import UsageError
 from tinyfed.link import frame, spec
 from tinyfed.link.client import BoardLink, LinkClosedError, LinkTimeoutError, LossReport
-from tinyfed.virtual_board import VirtualBoard
+from tinyfed.link.transports import open_transport
+from tinyfed.link.transports.base import TransportError
+from tinyfed.testbed.virtual_board import VirtualBoard
 
 T = spec.MsgType
 CHUNK = spec.CHUNK_BYTES
@@ -307,9 +307,9 @@ def test_a_device_url_without_a_known_scheme_is_a_usage_error(url: str) -> None:
 
 def test_bleak_is_imported_only_for_a_ble_device() -> None:
     code = (
-        "import sys; from gateway.transports import open_transport; "
+        "import sys; from tinyfed.link.transports import open_transport; "
         "open_transport('serial:///dev/null'); open_transport('tcp://127.0.0.1:1'); "
-        "print('bleak' in sys.modules, 'gateway.transports.ble' in sys.modules)"
+        "print('bleak' in sys.modules, 'tinyfed.link.transports.ble' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tinyfed import model, vectors
+from tinyfed import model
 from tinyfed.errors import ModelError
+from tinyfed.testbed import vectors
 
 STEPS = 40
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyfed import model, vectors
+from tinyfed import model
 from tinyfed.cli import main
+from tinyfed.testbed import vectors
 
 
 @pytest.fixture

@@ -25,11 +25,11 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from gateway.simulated import SimulatedGateway, db_round
-from tinyfed.broker import Mosquitto
 from tinyfed.contract import Topics
 from tinyfed.errors import UsageError
+from tinyfed.gateway.simulated import SimulatedGateway, db_round
 from tinyfed.mqtt import BrokerUrl, Throttle, make_client, parse_broker_url
+from tinyfed.testbed.broker import Mosquitto
 
 
 def test_the_url_selects_the_protocol_and_v5_stays_the_default() -> None:

@@ -35,7 +35,6 @@ from test_deploy import _test_config as deployed_config
 from test_deploy import credentials, env_file
 
 from tinyfed import contract
-from tinyfed.broker import Mosquitto, TlsFiles, find_mosquitto, free_port
 from tinyfed.errors import UsageError
 from tinyfed.mqtt import (
     ConnectFailureLog,
@@ -44,6 +43,7 @@ from tinyfed.mqtt import (
     make_client,
     parse_broker_url,
 )
+from tinyfed.testbed.broker import Mosquitto, TlsFiles, find_mosquitto, free_port
 
 TIMEOUT = 10.0
 AGGREGATOR_CLIENT_ID = "tinyfed-aggregator-tinyfed-home"  #: fixed, so anyone can know it

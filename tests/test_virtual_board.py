@@ -26,7 +26,7 @@ import serial
 from tinyfed import model
 from tinyfed.features import get_pipeline
 from tinyfed.link import frame, spec
-from tinyfed.virtual_board import VirtualBoard
+from tinyfed.testbed.virtual_board import VirtualBoard
 
 T = spec.MsgType
 E = spec.ErrorCode

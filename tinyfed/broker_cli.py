@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinyfed.cli import HelpFormatter
 from tinyfed.contract import ContractError, check_worker_id
 from tinyfed.errors import UsageError
+from tinyfed.help import HelpFormatter
 
 log = logging.getLogger(__name__)
 

@@ -8,28 +8,50 @@ contribute benchmarks expose ``register_bench(subparsers)`` for the ``tinyfed be
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any, Protocol
 
-from tinyfed import __version__
+from tinyfed import __version__, broker_cli, experiments, model_cli
+from tinyfed.aggregator import cli as aggregator_cli
+from tinyfed.bench import aggregate as aggregate_bench
+from tinyfed.bench import fleet as fleet_bench
+from tinyfed.bench import link as link_bench
+from tinyfed.data import cli as data_cli
 from tinyfed.errors import UsageError
+from tinyfed.features import cli as features_cli
+from tinyfed.fleet import cli as fleet_cli
+from tinyfed.gateway import cli as gateway_cli
+from tinyfed.help import HelpFormatter
+
+
+class CommandModule(Protocol):
+    """A module that adds top-level subcommands."""
+
+    def register(self, subparsers: argparse._SubParsersAction[Any], /) -> None: ...
+
+
+class BenchModule(Protocol):
+    """A module that adds ``tinyfed bench`` subcommands."""
+
+    def register_bench(self, subparsers: argparse._SubParsersAction[Any], /) -> None: ...
+
 
 #: Modules that add top-level subcommands, in the order ``--help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "tinyfed.data.cli",
-    "tinyfed.features.cli",
-    "tinyfed.model_cli",
-    "tinyfed.experiments",
-    "tinyfed.fleet.cli",
-    "aggregator.cli",
-    "gateway.cli",
-    "tinyfed.broker_cli",
+COMMAND_MODULES: tuple[CommandModule, ...] = (
+    data_cli,
+    features_cli,
+    model_cli,
+    experiments,
+    fleet_cli,
+    aggregator_cli,
+    gateway_cli,
+    broker_cli,
 )
 
 #: Modules that add ``tinyfed bench`` subcommands.
-BENCH_MODULES: tuple[str, ...] = ("gateway.bench", "aggregator.bench", "gateway.fleet_bench")
+BENCH_MODULES: tuple[BenchModule, ...] = (link_bench, aggregate_bench, fleet_bench)
 
 WORKFLOW = """\
 workflow:
@@ -54,10 +76,6 @@ Run `tinyfed COMMAND --help` for the details of each step.
 """
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the layout of descriptions and epilogs, and shows every default."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the full argument parser from the command modules."""
     parser = argparse.ArgumentParser(
@@ -75,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     if BENCH_MODULES:
         bench = sub.add_parser(
             "bench",
@@ -85,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=HelpFormatter,
         )
         bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
-        for name in BENCH_MODULES:
-            importlib.import_module(name).register_bench(bench_sub)
+        for bench_module in BENCH_MODULES:
+            bench_module.register_bench(bench_sub)
     return parser
 
 

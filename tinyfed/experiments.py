@@ -26,11 +26,11 @@ import numpy as np
 import numpy.typing as npt
 
 from tinyfed import model
-from tinyfed.cli import HelpFormatter
 from tinyfed.data import dataset as ds
 from tinyfed.data import synth
 from tinyfed.errors import UsageError
 from tinyfed.features import pipelines
+from tinyfed.help import HelpFormatter
 
 log = logging.getLogger(__name__)
 

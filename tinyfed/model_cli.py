@@ -13,8 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from tinyfed import model
-from tinyfed.cli import HelpFormatter
 from tinyfed.errors import ModelError, UsageError
+from tinyfed.help import HelpFormatter
 
 log = logging.getLogger(__name__)
 

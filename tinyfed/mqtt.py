@@ -15,7 +15,7 @@ the broker), but these v5 features are gone (docs/deploy.md, "MQTT 3.1.1"):
 * reason codes on PUBACK and SUBACK: a publish the broker refuses (ACL, quota) is acknowledged
   or dropped silently; updates are re-sent until their receipt comes anyway, loss events and
   statuses are not;
-* the aggregator's Receive Maximum (:data:`aggregator.service.INBOUND_WINDOW`): what bounds
+* the aggregator's Receive Maximum (:data:`tinyfed.aggregator.service.INBOUND_WINDOW`): what bounds
   its unacknowledged inbound messages is then the broker's setting (NATS ``mqtt {
   max_ack_pending }``, Mosquitto ``max_inflight_messages``);
 * the session expiry interval: the aggregator's persistent session (``clean_session`` off)

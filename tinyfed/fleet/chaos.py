@@ -1,7 +1,7 @@
 """The chaos scenario: a fleet of simulated gateways while the broker and the aggregator die.
 
 :func:`run_chaos` runs a private Mosquitto (persistence on), the real aggregator as a
-subprocess and N simulated gateways (:class:`gateway.simulated.SimulatedGateway`, the real
+subprocess and N simulated gateways (:class:`tinyfed.gateway.simulated.SimulatedGateway`, the real
 uplink) in the calling asyncio loop, SIGKILLs the broker or the aggregator at seeded-random
 moments for a fixed time (restarting it after a random pause, now and then longer than a
 round), lets the fleet settle, then checks the aggregator's database against what the gateways
@@ -30,14 +30,14 @@ from typing import Literal
 
 import numpy as np
 
-from aggregator.settings import from_args
-from aggregator.store import Store
-from aggregator.strategies import RoundAggregate, Strategy
-from gateway.simulated import Made, SimulatedGateway, db_round
-from tinyfed.broker import Mosquitto
+from tinyfed.aggregator.settings import from_args
+from tinyfed.aggregator.store import Store
+from tinyfed.aggregator.strategies import RoundAggregate, Strategy
 from tinyfed.cli import build_parser
 from tinyfed.contract import Receipt, Topics
+from tinyfed.gateway.simulated import Made, SimulatedGateway, db_round
 from tinyfed.mqtt import parse_broker_url
+from tinyfed.testbed.broker import Mosquitto
 
 log = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from aggregator import strategies as agg
 from tinyfed import model
+from tinyfed.aggregator import strategies as agg
 from tinyfed.data import dataset as ds
 from tinyfed.errors import UsageError
 from tinyfed.features import pipelines

@@ -43,12 +43,12 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from gateway.transport import Transport, TransportError
 from tinyfed import model
 from tinyfed.errors import TinyfedError
 from tinyfed.link import frame, spec
 from tinyfed.link.frame import Frame, FrameError
 from tinyfed.link.spec import ErrorCode, MsgType, XferTarget
+from tinyfed.link.transports.base import Transport, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class _Inbox:
 
 
 class BoardLink:
-    """Async client of one board over a :class:`~gateway.transport.Transport`.
+    """Async client of one board over a :class:`~tinyfed.link.transports.base.Transport`.
 
     Use as ``async with BoardLink(transport) as link:``; that opens the transport and starts the
     reader. Commands are serialised: a second caller waits for the first.

@@ -3,7 +3,7 @@
 The C++ (``firmware/tests/test_align.cpp``) and the Python tests (``tests/test_align.py``)
 read the same files, so the two implementations cannot drift apart. Regenerate with::
 
-    .venv/bin/python -m tinyfed.features.align_vectors vectors/align
+    .venv/bin/python -m tinyfed.testbed.align_vectors vectors/align
 
 Files per case ``NAME`` (raw little-endian, no header): ``NAME.i16`` [16000] the input,
 ``NAME_energies.i64`` [100] the block energies, ``NAME_shift.i32`` [1] the shift and
@@ -93,6 +93,6 @@ def write(folder: Path) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        print("usage: python -m tinyfed.features.align_vectors OUT_DIR", file=sys.stderr)
+        print("usage: python -m tinyfed.testbed.align_vectors OUT_DIR", file=sys.stderr)
         sys.exit(2)
     write(Path(sys.argv[1]))

@@ -37,7 +37,7 @@ from tinyfed.errors import TinyfedError
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = ROOT / "firmware"  #: the firmware tree (its Makefile builds the binary)
 BINARY = FIRMWARE_DIR / "build" / "host" / "tinyfed-virtual-board"  #: what ``make host`` builds
 PIPELINES = ("paper", "centroid")  #: the feature pipelines the firmware implements (ids 1, 2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-_CANDIDATES = (Path(__file__).resolve().parent.parent / "vectors",)
+_CANDIDATES = (Path(__file__).resolve().parents[2] / "vectors",)
 
 
 def vectors_dir() -> Path:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from urllib.parse import urlsplit
 
-from gateway.transport import Transport, TransportError
+from tinyfed.link.transports.base import Transport, TransportError
 
 READ_SIZE = 4096
 CONNECT_TIMEOUT = 5.0

@@ -3,10 +3,10 @@
 =====================================  ================================================
 URL                                    transport
 =====================================  ================================================
-``serial:///dev/ttyACM0``              :class:`gateway.transports.serial.SerialTransport`
+``serial:///dev/ttyACM0``              :class:`tinyfed.link.transports.serial.SerialTransport`
 ``serial://auto``                      the one Nano 33 BLE found by USB VID/PID
-``tcp://HOST:PORT``                    :class:`gateway.transports.tcp.TcpTransport`
-``ble://AA:BB:CC:DD:EE:FF``            ``gateway.transports.ble.BleTransport`` (bleak)
+``tcp://HOST:PORT``                    :class:`tinyfed.link.transports.tcp.TcpTransport`
+``ble://AA:BB:CC:DD:EE:FF``            ``tinyfed.link.transports.ble.BleTransport`` (bleak)
 ``ble://NAME``                         the same, found by its advertised name
 =====================================  ================================================
 """
@@ -17,8 +17,8 @@ import importlib
 import importlib.util
 from urllib.parse import urlsplit
 
-from gateway.transport import Transport
 from tinyfed.errors import UsageError
+from tinyfed.link.transports.base import Transport
 
 SCHEMES = ("serial", "tcp", "ble")
 
@@ -47,9 +47,9 @@ def check_url(url: str) -> str:
 
 #: scheme -> (module, class); a module is imported only when its scheme is used.
 BACKENDS: dict[str, tuple[str, str]] = {
-    "serial": ("gateway.transports.serial", "SerialTransport"),
-    "tcp": ("gateway.transports.tcp", "TcpTransport"),
-    "ble": ("gateway.transports.ble", "BleTransport"),
+    "serial": ("tinyfed.link.transports.serial", "SerialTransport"),
+    "tcp": ("tinyfed.link.transports.tcp", "TcpTransport"),
+    "ble": ("tinyfed.link.transports.ble", "BleTransport"),
 }
 
 

@@ -19,8 +19,8 @@ from urllib.parse import unquote
 import serial
 from serial.tools import list_ports
 
-from gateway.transport import Transport, TransportError
 from tinyfed.link import spec
+from tinyfed.link.transports.base import Transport, TransportError
 
 READ_SIZE = 4096
 AUTO = "auto"

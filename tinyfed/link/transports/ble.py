@@ -42,13 +42,13 @@ from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.exc import BleakError
 
-from gateway.transport import Transport, TransportError
 from tinyfed.link.spec import (
     BLE_NAME_PREFIX,
     BLE_RX_CHAR_UUID,
     BLE_SERVICE_UUID,
     BLE_TX_CHAR_UUID,
 )
+from tinyfed.link.transports.base import Transport, TransportError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,7 @@
+"""Test and demo infrastructure (services layer; imports only the library).
+
+* :mod:`tinyfed.testbed.broker` — a private Mosquitto on a free port (tests, demo, benches);
+* :mod:`tinyfed.testbed.virtual_board` — builds and starts the compiled virtual board;
+* :mod:`tinyfed.testbed.vectors` — the shared test vectors in ``vectors/``;
+* :mod:`tinyfed.testbed.align_vectors` — generates ``vectors/align/``.
+"""
