@@ -36,7 +36,8 @@ import numpy as np
 
 from tinyfed import model
 from tinyfed.aggregator.strategies import F32, RoundAggregate, Strategy, UpdateSource, trim_count
-from tinyfed.contract import (
+from tinyfed.errors import ModelError
+from tinyfed.mqtt.contract import (
     GlobalModel,
     HyperParams,
     ModelUpdate,
@@ -44,7 +45,6 @@ from tinyfed.contract import (
     Rejection,
     RoundEvent,
 )
-from tinyfed.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tinyfed import contract, model
+from tinyfed import model
 from tinyfed.aggregator.rounds import (
     Accepted,
     Decision,
@@ -52,9 +52,10 @@ from tinyfed.aggregator.rounds import (
 )
 from tinyfed.aggregator.settings import Settings
 from tinyfed.aggregator.store import Store
-from tinyfed.contract import AggregatorStatus, ContractError, GlobalModel
 from tinyfed.errors import UsageError
-from tinyfed.mqtt import Throttle, connect, make_client
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import AggregatorStatus, ContractError, GlobalModel
+from tinyfed.mqtt.session import Throttle, connect, make_client
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Defaults and ranges live here and nowhere else; every error names the flag and the bad value.
 Environment variables (used when the flag is absent): ``TINYFED_BROKER``, ``TINYFED_FLEET``,
-``TINYFED_AGGREGATOR_DB``, plus the broker credentials of :mod:`tinyfed.mqtt`.
+``TINYFED_AGGREGATOR_DB``, plus the broker credentials of :mod:`tinyfed.mqtt.session`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 from tinyfed import model
 from tinyfed.aggregator.rounds import RoundPolicy
 from tinyfed.aggregator.strategies import STRATEGIES, Strategy
-from tinyfed.contract import ContractError, HyperParams, Topics, check_worker_id
 from tinyfed.errors import ModelError, UsageError
 from tinyfed.features import pipelines
-from tinyfed.mqtt import BrokerUrl, parse_broker_url
+from tinyfed.mqtt.contract import ContractError, HyperParams, Topics, check_worker_id
+from tinyfed.mqtt.session import BrokerUrl, parse_broker_url
 
 DEFAULT_BROKER = "mqtt://localhost:1883"
 DEFAULT_TIMEOUT_S = 600.0  #: a board needs a user to speak 10 words: minutes, not seconds

@@ -34,8 +34,8 @@ import numpy as np
 from tinyfed import model
 from tinyfed.aggregator.rounds import Accepted, Counted, Opening, Rejected, RoundClosed, RoundFailed
 from tinyfed.aggregator.strategies import F32
-from tinyfed.contract import ContractError, GlobalModel, HyperParams, Participant, Rejection
 from tinyfed.errors import ModelError, UsageError
+from tinyfed.mqtt.contract import ContractError, GlobalModel, HyperParams, Participant, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class ResumePoint:
     """Everything needed to resume: the current global model and the open round."""
 
     current: GlobalModel
@@ -341,7 +341,7 @@ class Store:
         )
         return g, _vec(velocity)
 
-    def load(self) -> Snapshot | None:
+    def load(self) -> ResumePoint | None:
         """The state to resume from, or None for a new database."""
         if self._db.execute("SELECT 1 FROM globals LIMIT 1").fetchone() is None:
             return None
@@ -356,7 +356,7 @@ class Store:
         (first_opened,) = self._db.execute(
             "SELECT MIN(opened) FROM rounds WHERE round = ?", (current.round,)
         ).fetchone()
-        return Snapshot(
+        return ResumePoint(
             current=current,
             velocity=velocity,
             opening=Opening(current.round, attempt, opened, tuple(json.loads(expected))),

@@ -1,6 +1,6 @@
 """``tinyfed bench aggregate``: decode, validate and aggregate N updates, two ways.
 
-* **tinyfed**: each payload goes through :func:`tinyfed.contract.decode_update` and the
+* **tinyfed**: each payload goes through :func:`tinyfed.mqtt.contract.decode_update` and the
   :class:`~tinyfed.aggregator.rounds.RoundMachine` (round rules, weight cap, streaming FedAvg), then
   the round closes.
 * **paper**: the same decoding, then the way the paper's server averages: every arriving model
@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from tinyfed import contract, model
+from tinyfed import model
 from tinyfed.aggregator.rounds import RoundClosed, RoundMachine, RoundPolicy
 from tinyfed.aggregator.strategies import F32, Strategy
-from tinyfed.contract import GlobalModel, HyperParams, LossSummary, ModelUpdate
 from tinyfed.errors import UsageError
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import GlobalModel, HyperParams, LossSummary, ModelUpdate
 
 LOCAL_STEPS = 10
 PIPELINE = "paper"

@@ -33,10 +33,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from tinyfed import contract
-from tinyfed.contract import Topics
 from tinyfed.gateway.simulated import SimulatedGateway
-from tinyfed.mqtt import connect, make_client, parse_broker_url
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import Topics
+from tinyfed.mqtt.session import connect, make_client, parse_broker_url
 from tinyfed.testbed.broker import Mosquitto
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as paho
 
-from tinyfed import contract, model
-from tinyfed.contract import ModelUpdate, Topics
-from tinyfed.mqtt import connect, make_client, parse_broker_url
+from tinyfed import model
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import ModelUpdate, Topics
+from tinyfed.mqtt.session import connect, make_client, parse_broker_url
 from tinyfed.testbed.broker import Mosquitto
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from tinyfed import model
 from tinyfed.aggregator.rounds import RoundClosed, RoundMachine, RoundPolicy
 from tinyfed.aggregator.strategies import Strategy
-from tinyfed.contract import GlobalModel, HyperParams, ModelUpdate
+from tinyfed.mqtt.contract import GlobalModel, HyperParams, ModelUpdate
 
 STRATEGIES: tuple[tuple[str, Strategy], ...] = (
     ("fedavg (--clip-norm off)", Strategy("fedavg")),

@@ -25,8 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinyfed import contract, model
-from tinyfed.contract import GlobalModel, LossEvent, ModelUpdate, WorkerStatus
+from tinyfed import model
 from tinyfed.gateway.settings import GatewaySettings
 from tinyfed.gateway.uplink import MAX_INFLIGHT, Outbox, Outgoing, Uplink, WorkerState, write_atomic
 from tinyfed.link import spec
@@ -42,6 +41,8 @@ from tinyfed.link.client import (
 )
 from tinyfed.link.transports import open_transport
 from tinyfed.link.transports.base import Transport, TransportError
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import GlobalModel, LossEvent, ModelUpdate, WorkerStatus
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ import contextlib
 import logging
 import signal
 
-from tinyfed import contract
 from tinyfed.gateway import settings as defaults
 from tinyfed.gateway.bridge import Bridge
 from tinyfed.gateway.settings import GatewaySettings
+from tinyfed.mqtt import contract
 
 log = logging.getLogger(__name__)
 

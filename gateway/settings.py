@@ -7,11 +7,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinyfed import contract
-from tinyfed.contract import ContractError, Topics
 from tinyfed.errors import UsageError
 from tinyfed.link.transports import check_url
-from tinyfed.mqtt import BrokerUrl, parse_broker_url
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import ContractError, Topics
+from tinyfed.mqtt.session import BrokerUrl, parse_broker_url
 
 DEFAULT_BUFFER = 1000  #: MQTT messages kept while the broker is away (loss events, updates)
 DEFAULT_LINK_TIMEOUT = 1.0  #: seconds to wait for one answer from the board

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from tinyfed import model
-from tinyfed.contract import (
+from tinyfed.gateway.settings import DEFAULT_BUFFER
+from tinyfed.gateway.uplink import RESEND_MAX, RESEND_MIN, Outbox, Uplink, WorkerState
+from tinyfed.mqtt.contract import (
     GlobalModel,
     LossSummary,
     ModelUpdate,
@@ -35,9 +37,7 @@ from tinyfed.contract import (
     Topics,
     WorkerStatus,
 )
-from tinyfed.gateway.settings import DEFAULT_BUFFER
-from tinyfed.gateway.uplink import RESEND_MAX, RESEND_MIN, Outbox, Uplink, WorkerState
-from tinyfed.mqtt import BrokerUrl
+from tinyfed.mqtt.session import BrokerUrl
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from typing import Any, Literal
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tinyfed import contract, mqtt
-from tinyfed.contract import ContractError, GlobalModel, LossEvent, ModelUpdate, WorkerStatus
+from tinyfed.mqtt import contract, session
+from tinyfed.mqtt.contract import ContractError, GlobalModel, LossEvent, ModelUpdate, WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +239,13 @@ class Uplink:
         status: makes the worker's status for a state (also its Last Will, ``offline``).
         on_global: called in the loop with each valid global model.
         threaded: run paho's network loop in its own thread (the gateway); False drives the
-            client from the asyncio loop itself (:class:`tinyfed.mqtt.AsyncioDriver`), for
+            client from the asyncio loop itself (:class:`tinyfed.mqtt.session.AsyncioDriver`), for
             thousands of simulated gateways in one process.
     """
 
     def __init__(
         self,
-        broker: mqtt.BrokerUrl,
+        broker: session.BrokerUrl,
         topics: contract.Topics,
         worker_id: str,
         outbox: Outbox,
@@ -255,7 +255,7 @@ class Uplink:
         threaded: bool = True,
     ) -> None:
         self.threaded = threaded
-        self._driver: mqtt.AsyncioDriver | None = None
+        self._driver: session.AsyncioDriver | None = None
         self.broker = broker
         self.topics = topics
         self.worker_id = worker_id
@@ -270,7 +270,7 @@ class Uplink:
         self._timer: asyncio.Task[None] | None = None
         self.last_state: WorkerState = "online"
         self._newest_global: tuple[int, float] | None = None  #: (round, created) seen
-        self._refusals = mqtt.Throttle()
+        self._refusals = session.Throttle()
 
     # -- life -----------------------------------------------------------------------------
 
@@ -279,7 +279,7 @@ class Uplink:
         self._loop = asyncio.get_running_loop()
         self.last_state = state
         will = contract.encode_worker_status(self._status("offline"))
-        client = mqtt.make_client(
+        client = session.make_client(
             self.broker,
             f"tinyfed-gw-{self.topics.fleet}-{self.worker_id}"[:64],
             will_topic=self.topics.worker_status(self.worker_id),
@@ -290,11 +290,11 @@ class Uplink:
         client.on_message = self._cb_message
         client.on_publish = self._cb_publish
         self.client = client
-        mqtt.connect(client, self.broker)
+        session.connect(client, self.broker)
         if self.threaded:
             client.loop_start()
         else:
-            self._driver = mqtt.AsyncioDriver(client)
+            self._driver = session.AsyncioDriver(client)
             self._driver.start()
         self._timer = asyncio.create_task(self._resend_timer(), name=f"resend-{self.worker_id}")
         log.info("connecting to %s as worker %s", self.broker, self.worker_id)

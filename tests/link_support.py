@@ -29,9 +29,11 @@ import numpy as np
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tinyfed import contract, model, mqtt
+from tinyfed import model
 from tinyfed.link import frame
 from tinyfed.link.frame import FrameError
+from tinyfed.mqtt import contract
+from tinyfed.mqtt import session as mqtt_session
 
 SAMPLE_RATE = 16_000
 
@@ -316,8 +318,8 @@ class Peer:
         self.topics = contract.Topics(fleet)
         self.messages: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
-        self._broker = mqtt.parse_broker_url(broker_url)
-        self.client = mqtt.make_client(self._broker, f"peer-{fleet}-{uuid.uuid4().hex[:6]}")
+        self._broker = mqtt_session.parse_broker_url(broker_url)
+        self.client = mqtt_session.make_client(self._broker, f"peer-{fleet}-{uuid.uuid4().hex[:6]}")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.connected = threading.Event()

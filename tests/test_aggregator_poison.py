@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 from test_aggregator_service import Observer, Worker, fedavg, flags, perturbed
 
-from tinyfed import cli, contract, model
+from tinyfed import cli, model
 from tinyfed.aggregator import service, settings
 from tinyfed.aggregator.rounds import RoundClosed, RoundMachine, RoundPolicy
 from tinyfed.aggregator.store import Store
 from tinyfed.aggregator.strategies import Strategy
-from tinyfed.contract import Topics
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import Topics
 from tinyfed.testbed.broker import Mosquitto
 
 

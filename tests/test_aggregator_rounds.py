@@ -20,7 +20,7 @@ from tinyfed.aggregator.rounds import (
     RoundPolicy,
 )
 from tinyfed.aggregator.strategies import Strategy
-from tinyfed.contract import GlobalModel, HyperParams, LossSummary, ModelUpdate
+from tinyfed.mqtt.contract import GlobalModel, HyperParams, LossSummary, ModelUpdate
 
 T0 = 1000.0
 TIMEOUT = 60.0

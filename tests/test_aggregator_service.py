@@ -16,10 +16,11 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
-from tinyfed import cli, contract, model
+from tinyfed import cli, model
 from tinyfed.aggregator import service, settings
 from tinyfed.aggregator.store import Store
-from tinyfed.contract import (
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import (
     AggregatorStatus,
     GlobalModel,
     LossSummary,
@@ -28,7 +29,7 @@ from tinyfed.contract import (
     Topics,
     WorkerStatus,
 )
-from tinyfed.mqtt import connect, make_client, parse_broker_url
+from tinyfed.mqtt.session import connect, make_client, parse_broker_url
 from tinyfed.testbed.broker import Mosquitto
 
 WAIT_S = 15.0

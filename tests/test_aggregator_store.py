@@ -12,7 +12,7 @@ from tinyfed import model
 from tinyfed.aggregator.rounds import Accepted, RoundClosed, RoundFailed, RoundMachine, RoundPolicy
 from tinyfed.aggregator.store import Store
 from tinyfed.aggregator.strategies import Strategy
-from tinyfed.contract import GlobalModel, HyperParams, LossSummary, ModelUpdate
+from tinyfed.mqtt.contract import GlobalModel, HyperParams, LossSummary, ModelUpdate
 
 T0 = 5000.0
 

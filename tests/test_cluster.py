@@ -42,9 +42,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from tinyfed.contract import Topics
 from tinyfed.gateway.simulated import SimulatedGateway, db_round
-from tinyfed.mqtt import parse_broker_url
+from tinyfed.mqtt.contract import Topics
+from tinyfed.mqtt.session import parse_broker_url
 
 # scripts/setup installs Debian's nats-server: a missing one is a failure, not a skip.
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"

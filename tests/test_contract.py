@@ -9,8 +9,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from tinyfed import contract, model
-from tinyfed.contract import ContractError, HyperParams, Topics
+from tinyfed import model
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import ContractError, HyperParams, Topics
 
 
 def _update(**overrides: object) -> contract.ModelUpdate:

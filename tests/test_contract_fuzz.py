@@ -22,8 +22,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from tinyfed import contract, model
-from tinyfed.contract import ContractError, HyperParams
+from tinyfed import model
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import ContractError, HyperParams
 
 SEED = 0x7F3D
 PER_KIND = 3000  #: mutated payloads per message kind (7 kinds: 21,000 in all)

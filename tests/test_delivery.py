@@ -19,12 +19,12 @@ from paho.mqtt.properties import Properties
 from test_aggregator_poison import running_aggregator
 from test_aggregator_service import Observer, Worker, flags, perturbed
 
-from tinyfed import contract
 from tinyfed.aggregator import service
 from tinyfed.aggregator.store import Store
-from tinyfed.contract import ModelUpdate, Topics, WorkerStatus
 from tinyfed.gateway.uplink import Outbox, Uplink
-from tinyfed.mqtt import make_client, parse_broker_url
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import ModelUpdate, Topics, WorkerStatus
+from tinyfed.mqtt.session import make_client, parse_broker_url
 from tinyfed.testbed.broker import Mosquitto
 
 

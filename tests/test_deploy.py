@@ -36,8 +36,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tinyfed import broker_cli, contract
+from tinyfed.deploy import cli as deploy_cli
 from tinyfed.errors import UsageError
+from tinyfed.mqtt import contract
 from tinyfed.testbed.broker import LIMITS, Mosquitto, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ COMPOSE_WORKERS = "board1,virtual-1,virtual-2"
 def credentials(*argv: str) -> int:
     """Run ``tinyfed broker credentials ARGV`` through the module's own parser."""
     parser = argparse.ArgumentParser(prog="tinyfed")
-    broker_cli.register(parser.add_subparsers(dest="command", required=True))
+    deploy_cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["broker", "credentials", *argv])
     code: int = args.func(args)
     return code
@@ -77,9 +78,9 @@ def test_mosquitto_passwd_hash_is_reproduced_exactly() -> None:
     )
     salt = bytes.fromhex("72e9c57ac0b8271a26a87d96")  # base64 "cunFesC4JxomqH2W"
     # Execute / Assert
-    assert broker_cli.hash_password("secret", salt=salt) == line
-    assert broker_cli.verify_password("secret", line)
-    assert not broker_cli.verify_password("Secret", line)
+    assert deploy_cli.hash_password("secret", salt=salt) == line
+    assert deploy_cli.verify_password("secret", line)
+    assert not deploy_cli.verify_password("Secret", line)
 
 
 def test_credentials_write_private_files_for_each_service(tmp_path: Path) -> None:
@@ -92,17 +93,17 @@ def test_credentials_write_private_files_for_each_service(tmp_path: Path) -> Non
     assert names == {".gitignore", "passwd", "aggregator.env", "gateway-b1.env", "gateway-b2.env"}
     for name in names - {".gitignore"}:
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
-    hashes = broker_cli.read_password_file(out / "passwd")
+    hashes = deploy_cli.read_password_file(out / "passwd")
     assert list(hashes) == ["aggregator", "b1", "b2"]
     for user, env in (("aggregator", "aggregator.env"), ("b1", "gateway-b1.env")):
         values = env_file(out / env)
         assert values["TINYFED_MQTT_USERNAME"] == user
-        assert broker_cli.verify_password(values["TINYFED_MQTT_PASSWORD"], hashes[user])
+        assert deploy_cli.verify_password(values["TINYFED_MQTT_PASSWORD"], hashes[user])
 
 
 def test_credentials_default_to_the_aggregator_and_the_monitor(tmp_path: Path) -> None:
     credentials("--out", str(tmp_path))
-    assert list(broker_cli.read_password_file(tmp_path / "passwd")) == ["aggregator", "monitor"]
+    assert list(deploy_cli.read_password_file(tmp_path / "passwd")) == ["aggregator", "monitor"]
 
 
 def test_existing_credentials_are_kept_and_new_workers_appended(tmp_path: Path) -> None:
@@ -115,7 +116,7 @@ def test_existing_credentials_are_kept_and_new_workers_appended(tmp_path: Path) 
     # Assert
     passwd_after = (tmp_path / "passwd").read_text()
     assert passwd_after.startswith(passwd_before)
-    assert list(broker_cli.read_password_file(tmp_path / "passwd")) == ["b1", "b2"]
+    assert list(deploy_cli.read_password_file(tmp_path / "passwd")) == ["b1", "b2"]
     assert (tmp_path / "gateway-b1.env").read_text() == env_before
 
 
@@ -124,9 +125,9 @@ def test_force_gives_an_existing_account_a_new_password(tmp_path: Path) -> None:
     old = env_file(tmp_path / "gateway-b1.env")["TINYFED_MQTT_PASSWORD"]
     credentials("--out", str(tmp_path), "--workers", "b1", "--force")
     new = env_file(tmp_path / "gateway-b1.env")["TINYFED_MQTT_PASSWORD"]
-    hashes = broker_cli.read_password_file(tmp_path / "passwd")
+    hashes = deploy_cli.read_password_file(tmp_path / "passwd")
     assert new != old
-    assert broker_cli.verify_password(new, hashes["b1"])
+    assert deploy_cli.verify_password(new, hashes["b1"])
     assert list(hashes) == ["b1", "b2"]
 
 

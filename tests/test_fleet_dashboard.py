@@ -7,8 +7,11 @@ import time
 
 import numpy as np
 
-from tinyfed import contract, model
-from tinyfed.contract import (
+from tinyfed import model
+from tinyfed.fleet import dashboard as db
+from tinyfed.fleet.recorder import FleetSnapshot, Recorder
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import (
     GlobalModel,
     HyperParams,
     LossEvent,
@@ -18,9 +21,7 @@ from tinyfed.contract import (
     Topics,
     WorkerStatus,
 )
-from tinyfed.fleet import dashboard as db
-from tinyfed.fleet.recorder import Recorder, Snapshot
-from tinyfed.mqtt import parse_broker_url
+from tinyfed.mqtt.session import parse_broker_url
 
 T = Topics("dash")
 HYPER = HyperParams(0.3, 0.9, 4)
@@ -36,7 +37,7 @@ INFO = db.DashboardInfo(
 )
 
 
-def recorded(rounds_closed: int) -> Snapshot:
+def recorded(rounds_closed: int) -> FleetSnapshot:
     """A fleet of two boards after ``rounds_closed`` rounds, decoded from contract payloads."""
     rec = Recorder(parse_broker_url("mqtt://127.0.0.1:1"), T)
     rec.set_names({"board-a": "board 1", "board-b": "board 2"})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyfed.fleet import experiments as fx
+from tinyfed.experiments import fleet as fx
 from tinyfed.testbed.virtual_board import build_virtual_board
 
 pytestmark = pytest.mark.slow

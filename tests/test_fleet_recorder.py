@@ -10,9 +10,14 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
-from tinyfed import contract, model
+from tinyfed import model
 from tinyfed.cli import main as fleet_main
-from tinyfed.contract import (
+from tinyfed.data import dataset as ds
+from tinyfed.fleet import report
+from tinyfed.fleet.corpus import HeldOut
+from tinyfed.fleet.recorder import Recorder
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import (
     GlobalModel,
     HyperParams,
     LossEvent,
@@ -23,11 +28,7 @@ from tinyfed.contract import (
     Topics,
     WorkerStatus,
 )
-from tinyfed.data import dataset as ds
-from tinyfed.fleet import report
-from tinyfed.fleet.corpus import HeldOut
-from tinyfed.fleet.recorder import Recorder
-from tinyfed.mqtt import connect, make_client, parse_broker_url
+from tinyfed.mqtt.session import connect, make_client, parse_broker_url
 from tinyfed.testbed.broker import Mosquitto
 
 WORKERS = ("board-a", "board-b")

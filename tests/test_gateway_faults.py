@@ -20,10 +20,11 @@ import numpy as np
 from link_support import Gateway, Peer, Relay, corrupt_nth, write_script
 from test_gateway_bridge import BOARD_ARGS, applied, gateway_args, on_round
 
-from tinyfed import contract, model
+from tinyfed import model
 from tinyfed.link import spec
 from tinyfed.link.client import BoardLink
 from tinyfed.link.transports import open_transport
+from tinyfed.mqtt import contract
 from tinyfed.testbed.broker import Mosquitto
 from tinyfed.testbed.virtual_board import VirtualBoard
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tinyfed import contract, model
+from tinyfed import model
 from tinyfed.bench.link import Exchange, gatt_ops, usb_ms
 from tinyfed.cli import build_parser
 from tinyfed.errors import UsageError
@@ -17,7 +17,8 @@ from tinyfed.gateway.bridge import BridgeState, Held, Outbox, Outgoing, Pull, Pu
 from tinyfed.gateway.settings import GatewaySettings
 from tinyfed.gateway.uplink import Uplink
 from tinyfed.link.client import Hello, LossReport
-from tinyfed.mqtt import parse_broker_url
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.session import parse_broker_url
 
 
 def hello(boot: int = 1, round: int = 0, steps: int = 0, pipeline: int = 2) -> Hello:

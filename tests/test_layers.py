@@ -30,12 +30,10 @@ LAYERS: dict[str, int] = {
     "tinyfed": LIBRARY,  # the package's __init__ only: every module below is listed
     "tinyfed.errors": LIBRARY,
     "tinyfed.help": LIBRARY,
-    "tinyfed.model": LIBRARY,
     "tinyfed.mqtt": LIBRARY,
-    "tinyfed.contract": LIBRARY,
-    "tinyfed.contract_fields": LIBRARY,
     "tinyfed.link": LIBRARY,
     "tinyfed.features": LIBRARY,
+    "tinyfed.model": LIBRARY,
     "tinyfed.data": LIBRARY,
     "tinyfed.aggregator": SERVICES,
     "tinyfed.gateway": SERVICES,
@@ -45,8 +43,6 @@ LAYERS: dict[str, int] = {
     "tinyfed.experiments": COMPOSITION,
     "tinyfed.bench": COMPOSITION,
     "tinyfed.deploy": COMPOSITION,
-    "tinyfed.broker_cli": COMPOSITION,
-    "tinyfed.model_cli": COMPOSITION,
 }
 
 #: Packages of the services layer that never import each other.

@@ -25,10 +25,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from tinyfed.contract import Topics
 from tinyfed.errors import UsageError
 from tinyfed.gateway.simulated import SimulatedGateway, db_round
-from tinyfed.mqtt import BrokerUrl, Throttle, make_client, parse_broker_url
+from tinyfed.mqtt.contract import Topics
+from tinyfed.mqtt.session import BrokerUrl, Throttle, make_client, parse_broker_url
 from tinyfed.testbed.broker import Mosquitto
 
 

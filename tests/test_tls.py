@@ -1,6 +1,6 @@
 """MQTT over TLS (``mqtts://``): the private broker's TLS listener, the shipped TLS option, the
-clients of :mod:`tinyfed.mqtt` and the aggregator over TLS, and the one log line that says why a
-connection fails (untrusted certificate, certificate for another host, refused connection).
+clients of :mod:`tinyfed.mqtt.session` and the aggregator over TLS, and the one log line that says
+why a connection fails (untrusted certificate, certificate for another host, refused connection).
 
 Each test module run makes its own small PKI with ``cryptography``: a CA, a server certificate
 for ``localhost`` and ``127.0.0.1`` signed by it, another CA that signed nothing the broker
@@ -34,9 +34,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from test_deploy import _test_config as deployed_config
 from test_deploy import credentials, env_file
 
-from tinyfed import contract
 from tinyfed.errors import UsageError
-from tinyfed.mqtt import (
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.session import (
     ConnectFailureLog,
     connect,
     describe_connect_error,
@@ -178,7 +178,7 @@ def tls_broker(pki: Pki) -> Iterator[Mosquitto]:
 
 
 class Client:
-    """A client made by :func:`tinyfed.mqtt.make_client`, connected by :func:`connect`."""
+    """A client made by :func:`tinyfed.mqtt.session.make_client`, connected by :func:`connect`."""
 
     def __init__(self, url: str, ca: Path | None, client_id: str) -> None:
         self.broker = parse_broker_url(url, env={"TINYFED_MQTT_CA": str(ca)} if ca else {})

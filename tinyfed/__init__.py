@@ -3,8 +3,8 @@
 The one import package, in three layers whose imports only point down (README, "Layers";
 checked by ``tests/test_layers.py``):
 
-* library: the MQTT contract (:mod:`tinyfed.contract`) and session helpers
-  (:mod:`tinyfed.mqtt`), the device link protocol with its transports (:mod:`tinyfed.link`),
+* library: the MQTT contract (:mod:`tinyfed.mqtt.contract`) and session helpers
+  (:mod:`tinyfed.mqtt.session`), the device link protocol with its transports (:mod:`tinyfed.link`),
   the paper's features (:mod:`tinyfed.features`) and network (:mod:`tinyfed.model`), the
   keyword corpus (:mod:`tinyfed.data`), errors;
 * services: :mod:`tinyfed.aggregator` and :mod:`tinyfed.gateway` (symlinks to the top-level

@@ -13,17 +13,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from tinyfed import __version__, broker_cli, experiments, model_cli
+from tinyfed import __version__
 from tinyfed.aggregator import cli as aggregator_cli
 from tinyfed.bench import aggregate as aggregate_bench
 from tinyfed.bench import fleet as fleet_bench
 from tinyfed.bench import link as link_bench
 from tinyfed.data import cli as data_cli
+from tinyfed.deploy import cli as deploy_cli
 from tinyfed.errors import UsageError
+from tinyfed.experiments import cli as experiments_cli
 from tinyfed.features import cli as features_cli
 from tinyfed.fleet import cli as fleet_cli
 from tinyfed.gateway import cli as gateway_cli
 from tinyfed.help import HelpFormatter
+from tinyfed.model import cli as model_cli
 
 
 class CommandModule(Protocol):
@@ -43,11 +46,11 @@ COMMAND_MODULES: tuple[CommandModule, ...] = (
     data_cli,
     features_cli,
     model_cli,
-    experiments,
+    experiments_cli,
     fleet_cli,
     aggregator_cli,
     gateway_cli,
-    broker_cli,
+    deploy_cli,
 )
 
 #: Modules that add ``tinyfed bench`` subcommands.

@@ -1,4 +1,4 @@
-"""A whole fleet on one machine: the demo, the monitor and the paper's experiments end to end.
+"""A whole fleet on one machine: the demo, the monitor, the runs of the full-stack experiments.
 
 * :mod:`tinyfed.fleet.scenario`: which board hears which words and voices (pure);
 * :mod:`tinyfed.fleet.orchestrator`: starts and stops the broker, the aggregator, the virtual
@@ -7,6 +7,5 @@
   on held-out voices;
 * :mod:`tinyfed.fleet.dashboard`: the live terminal view (plain ANSI, or log lines);
 * :mod:`tinyfed.fleet.report`: ``global.bin``, ``metrics.json`` and the figures;
-* :mod:`tinyfed.fleet.experiments`: the paper's Fig. 5 to Fig. 8 through the full stack;
 * :mod:`tinyfed.fleet.cli`: ``tinyfed demo``, ``tinyfed monitor`` and ``tinyfed plot``.
 """

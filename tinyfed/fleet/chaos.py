@@ -34,9 +34,9 @@ from tinyfed.aggregator.settings import from_args
 from tinyfed.aggregator.store import Store
 from tinyfed.aggregator.strategies import RoundAggregate, Strategy
 from tinyfed.cli import build_parser
-from tinyfed.contract import Receipt, Topics
 from tinyfed.gateway.simulated import Made, SimulatedGateway, db_round
-from tinyfed.mqtt import parse_broker_url
+from tinyfed.mqtt.contract import Receipt, Topics
+from tinyfed.mqtt.session import parse_broker_url
 from tinyfed.testbed.broker import Mosquitto
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tinyfed import contract
 from tinyfed.data import dataset as ds
 from tinyfed.errors import UsageError
 from tinyfed.features import pipelines
@@ -20,7 +19,8 @@ from tinyfed.fleet.corpus import DEFAULT_CORPUS_DIR, HeldOut, parse_words
 from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
 from tinyfed.fleet.recorder import Recorder
 from tinyfed.fleet.runner import RunPlan, execute, prepare
-from tinyfed.mqtt import parse_broker_url
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.session import parse_broker_url
 
 log = logging.getLogger(__name__)
 

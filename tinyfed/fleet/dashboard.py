@@ -1,6 +1,6 @@
 """The live terminal view of a fleet: per-board loss curves, round progress, accuracy per round.
 
-:func:`render` turns a :class:`~tinyfed.fleet.recorder.Snapshot` into a frame of text (pure,
+:func:`render` turns a :class:`~tinyfed.fleet.recorder.FleetSnapshot` into a frame of text (pure,
 tested as a string). :class:`Dashboard` redraws that frame in place with plain ANSI escapes
 (cursor home, erase line, erase below: no curses, works in any VT100-style terminal) when its
 output is a terminal; otherwise, or with ``live=False``, it prints one log line per closed
@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from tinyfed.contract import RoundEvent
-from tinyfed.fleet.recorder import Snapshot, WorkerView
+from tinyfed.fleet.recorder import FleetSnapshot, WorkerView
+from tinyfed.mqtt.contract import RoundEvent
 
 BLOCKS = " ▁▂▃▄▅▆▇█"  #: eighths of a cell, for curves
 CURVE_HEIGHT = 3  #: rows of each board's loss curve
@@ -84,7 +84,7 @@ def _clock(seconds: float) -> str:
     return f"{s // 60:02d}:{s % 60:02d}"
 
 
-def _round_progress(snap: Snapshot, info: DashboardInfo, width: int) -> str:
+def _round_progress(snap: FleetSnapshot, info: DashboardInfo, width: int) -> str:
     latest = snap.latest_global
     current = latest.round if latest is not None else 0  # rounds closed
     total = info.rounds
@@ -135,7 +135,7 @@ def _board_block(w: WorkerView, info: DashboardInfo, width: int, vmax: float) ->
     return lines
 
 
-def _accuracy_table(snap: Snapshot, info: DashboardInfo) -> list[str]:
+def _accuracy_table(snap: FleetSnapshot, info: DashboardInfo) -> list[str]:
     if info.held_out is None:
         return []
     rounds = sorted(g.round for g in snap.globals)
@@ -166,7 +166,7 @@ def _accuracy_table(snap: Snapshot, info: DashboardInfo) -> list[str]:
 
 
 def render(
-    snap: Snapshot,
+    snap: FleetSnapshot,
     info: DashboardInfo,
     *,
     width: int = 100,
@@ -228,7 +228,7 @@ def _clip(line: str, width: int) -> str:
     return "".join(out)
 
 
-def round_line(event: RoundEvent, snap: Snapshot, info: DashboardInfo) -> str:
+def round_line(event: RoundEvent, snap: FleetSnapshot, info: DashboardInfo) -> str:
     """One log line for a round event (the non-terminal mode)."""
     names = {w.worker_id: w.name for w in snap.workers}
     total = f"/{info.rounds}" if info.rounds else ""
@@ -271,7 +271,7 @@ class Dashboard:
         self._globals_logged: set[int] = set()
         self._started = False
 
-    def update(self, snap: Snapshot, *, force: bool = False) -> None:
+    def update(self, snap: FleetSnapshot, *, force: bool = False) -> None:
         """Redraw (live) or log what is new; at most once per ``interval`` unless forced."""
         now = time.monotonic()
         if self.live:
@@ -289,7 +289,7 @@ class Dashboard:
             return
         self._log(snap, now, force)
 
-    def _log(self, snap: Snapshot, now: float, force: bool) -> None:
+    def _log(self, snap: FleetSnapshot, now: float, force: bool) -> None:
         for g in snap.globals:
             if g.round == 0 and 0 not in self._globals_logged and g.accuracy is not None:
                 self._emit(f"global model round 0: accuracy {g.accuracy:.3f} on held-out voices")
@@ -312,7 +312,7 @@ class Dashboard:
         self.out.write(line + "\n")
         self.out.flush()
 
-    def close(self, snap: Snapshot | None = None) -> None:
+    def close(self, snap: FleetSnapshot | None = None) -> None:
         """Draw the final frame (it stays on the screen) and show the cursor again."""
         if snap is not None:
             self.update(snap, force=True)

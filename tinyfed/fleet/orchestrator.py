@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from tinyfed.contract import Topics
 from tinyfed.errors import TinyfedError
 from tinyfed.fleet import scenario as sc
 from tinyfed.fleet.corpus import HeldOut
 from tinyfed.fleet.recorder import Recorder
-from tinyfed.mqtt import connect, make_client, parse_broker_url
+from tinyfed.mqtt.contract import Topics
+from tinyfed.mqtt.session import connect, make_client, parse_broker_url
 from tinyfed.testbed.broker import Mosquitto, find_mosquitto
 from tinyfed.testbed.virtual_board import VirtualBoard, build_virtual_board
 

@@ -1,7 +1,7 @@
 """Record a fleet from its MQTT topics only, and score every global model on held-out voices.
 
 The recorder is an ordinary MQTT subscriber (it needs nothing but the broker): it decodes every
-message with :mod:`tinyfed.contract` and keeps
+message with :mod:`tinyfed.mqtt.contract` and keeps
 
 * each worker's loss events (one per training step) and its latest status;
 * each worker's model updates, scored on the held-out test voices (the board's own model,
@@ -27,8 +27,11 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from tinyfed import contract, model
-from tinyfed.contract import (
+from tinyfed import model
+from tinyfed.errors import UsageError
+from tinyfed.fleet.corpus import HeldOut
+from tinyfed.mqtt import contract
+from tinyfed.mqtt.contract import (
     AggregatorStatus,
     ContractError,
     LossEvent,
@@ -36,9 +39,7 @@ from tinyfed.contract import (
     Topics,
     WorkerStatus,
 )
-from tinyfed.errors import UsageError
-from tinyfed.fleet.corpus import HeldOut
-from tinyfed.mqtt import BrokerUrl, connect, make_client
+from tinyfed.mqtt.session import BrokerUrl, connect, make_client
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class WorkerView:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class FleetSnapshot:
     """Everything recorded, frozen at one moment."""
 
     fleet: str
@@ -189,17 +190,17 @@ class Recorder:
 
     # ------------------------------------------------------------------ reading
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> FleetSnapshot:
         """An immutable copy of everything recorded so far."""
         with self._lock:
             return self._snapshot()
 
-    def _snapshot(self) -> Snapshot:
+    def _snapshot(self) -> FleetSnapshot:
         workers = tuple(
             WorkerView(w, self._names.get(w, w), tuple(self._losses[w]), self._status.get(w))
             for w in self._ordered_workers()
         )
-        return Snapshot(
+        return FleetSnapshot(
             fleet=self.topics.fleet,
             started=self._started,
             workers=workers,
@@ -220,7 +221,7 @@ class Recorder:
         with self._lock:
             return max(self._globals) if self._globals else None
 
-    def wait_for(self, predicate: Callable[[Snapshot], bool], timeout: float) -> Snapshot:
+    def wait_for(self, predicate: Callable[[FleetSnapshot], bool], timeout: float) -> FleetSnapshot:
         """Block until ``predicate(snapshot)`` holds; TimeoutError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         with self._changed:

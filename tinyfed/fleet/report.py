@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyfed import model
-from tinyfed.fleet.recorder import Snapshot
+from tinyfed.fleet.recorder import FleetSnapshot
 
 METRICS_FILE = "metrics.json"
 LOSSES_FILE = "losses.json"
@@ -49,7 +49,7 @@ class RunInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def metrics(snap: Snapshot, info: RunInfo, wall_time_s: float | None = None) -> dict[str, Any]:
+def metrics(snap: FleetSnapshot, info: RunInfo, wall_time_s: float | None = None) -> dict[str, Any]:
     """The content of ``metrics.json`` for a recorded run (pure)."""
     names = {w.worker_id: w.name for w in snap.workers}
     first = snap.global_of(0)
@@ -120,7 +120,7 @@ def _global_json(g: Any) -> dict[str, Any] | None:
     return {"round": g.round, "sha256": g.sha256, "accuracy": g.accuracy}
 
 
-def losses(snap: Snapshot) -> dict[str, Any]:
+def losses(snap: FleetSnapshot) -> dict[str, Any]:
     """The content of ``losses.json``: every step's loss per worker (pure)."""
     return {
         "workers": [
@@ -139,7 +139,7 @@ def losses(snap: Snapshot) -> dict[str, Any]:
 
 def write(
     folder: Path,
-    snap: Snapshot,
+    snap: FleetSnapshot,
     info: RunInfo,
     *,
     wall_time_s: float | None = None,

@@ -27,7 +27,7 @@ from tinyfed.fleet import scenario as sc
 from tinyfed.fleet.corpus import HeldOut, classes_of, ensure_corpus
 from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
 from tinyfed.fleet.orchestrator import Fleet, FleetConfig, StopRequested
-from tinyfed.fleet.recorder import Snapshot
+from tinyfed.fleet.recorder import FleetSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,10 @@ def prepare(plan: RunPlan) -> Prepared:
 
 
 @dataclass(frozen=True)
-class RunResult:
+class FleetRunResult:
     """What :func:`execute` returns."""
 
-    snapshot: Snapshot
+    snapshot: FleetSnapshot
     metrics: dict[str, Any]
     wall_time_s: float
     completed: bool  #: every planned round closed
@@ -214,7 +214,7 @@ def execute(
     stream: TextIO | None = None,
     timeout: float | None = None,
     plots: bool = True,
-) -> RunResult:
+) -> FleetRunResult:
     """Run the fleet to the end of its rounds and write the report folder ``out``.
 
     Args:
@@ -292,4 +292,4 @@ def execute(
     if interrupted is not None:
         raise KeyboardInterrupt from interrupted
     assert snap is not None
-    return RunResult(snap, metrics, wall, completed, processes)
+    return FleetRunResult(snap, metrics, wall, completed, processes)

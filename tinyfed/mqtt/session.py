@@ -54,7 +54,8 @@ from paho.mqtt.properties import Properties
 
 from tinyfed.errors import UsageError
 
-log = logging.getLogger(__name__)
+#: The MQTT layer's log keeps its name, "tinyfed.mqtt" (people and tests filter on it).
+log = logging.getLogger("tinyfed.mqtt")
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 #: The MQTT versions a broker URL may ask for (``?protocol=``), and paho's name for each.

@@ -61,8 +61,8 @@ import msgpack
 
 from tinyfed import model
 
-# Limits and field checks live in contract_fields; the public ones are re-exported here.
-from tinyfed.contract_fields import (
+# Limits and field checks live in tinyfed.mqtt.fields; the public ones are re-exported here.
+from tinyfed.mqtt.fields import (
     _SHA256,
     _WORKER_ID,
     _clip,
@@ -78,52 +78,52 @@ from tinyfed.contract_fields import (
     _unpack,
     _worker_value,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     DEFAULT_PREFIX as DEFAULT_PREFIX,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     FORMAT_VERSION as FORMAT_VERSION,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_CLASS as MAX_CLASS,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_INFO_TEXT as MAX_INFO_TEXT,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_INT as MAX_INT,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_JSON_PAYLOAD as MAX_JSON_PAYLOAD,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_LABEL_TEXT as MAX_LABEL_TEXT,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_LISTED as MAX_LISTED,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_LISTED_REJECTIONS as MAX_LISTED_REJECTIONS,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_MODEL_PAYLOAD as MAX_MODEL_PAYLOAD,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_OUTPUTS as MAX_OUTPUTS,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_REASON as MAX_REASON,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_TEXT as MAX_TEXT,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     MAX_UPLOAD_ID as MAX_UPLOAD_ID,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     ContractError as ContractError,
 )
-from tinyfed.contract_fields import (
+from tinyfed.mqtt.fields import (
     check_worker_id as check_worker_id,
 )
 

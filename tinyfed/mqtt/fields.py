@@ -1,4 +1,4 @@
-"""The MQTT contract's limits and field checks, used by every decoder of :mod:`tinyfed.contract`.
+"""The MQTT contract's limits and field checks, used by every decoder of the contract.
 
 Each check takes a decoded value, the field's name and what is being decoded, and returns the
 value in its Python type or raises :class:`ContractError` naming the field and the bad value

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tinyfed.contract import ContractError, check_worker_id
 from tinyfed.errors import UsageError
 from tinyfed.help import HelpFormatter
+from tinyfed.mqtt.contract import ContractError, check_worker_id
 
 log = logging.getLogger(__name__)
 

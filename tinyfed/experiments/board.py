@@ -30,7 +30,6 @@ from tinyfed.data import dataset as ds
 from tinyfed.data import synth
 from tinyfed.errors import UsageError
 from tinyfed.features import pipelines
-from tinyfed.help import HelpFormatter
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ EXPERIMENTS: dict[str, Experiment] = {
 
 
 @dataclass(frozen=True)
-class RunResult:
+class PipelineResult:
     """One pipeline's results on one experiment."""
 
     pipeline: str
@@ -137,7 +136,7 @@ def run(
     pipeline_names: list[str],
     repeats: int,
     ceiling_epochs: int,
-) -> list[RunResult]:
+) -> list[PipelineResult]:
     """Run ``exp`` on ``data`` once per pipeline; pure computation, no files written."""
     train, test = data.select("train"), data.select("test")
     if not len(train) or not len(test):
@@ -155,7 +154,7 @@ def run(
             accs.append(accuracy(params, x_test, test.labels))
         ceiling = offline_ceiling(x_train, train.labels, exp, ceiling_epochs, seed=0)
         results.append(
-            RunResult(
+            PipelineResult(
                 pipeline=name,
                 losses=losses,
                 test_accuracy=accs,
@@ -168,7 +167,7 @@ def run(
     return results
 
 
-def plot(exp: Experiment, results: list[RunResult], path: Path) -> None:
+def plot(exp: Experiment, results: list[PipelineResult], path: Path) -> None:
     """Loss against step, one curve per pipeline (first order, and the mean over orders)."""
     # matplotlib is imported here, not at the top: it costs ~0.3 s and `--help` needs none of it
     import matplotlib  # noqa: PLC0415
@@ -201,7 +200,7 @@ def plot(exp: Experiment, results: list[RunResult], path: Path) -> None:
     plt.close(fig)
 
 
-def _summary(exp: Experiment, results: list[RunResult], corpus: Path) -> dict[str, Any]:
+def _summary(exp: Experiment, results: list[PipelineResult], corpus: Path) -> dict[str, Any]:
     return {
         "experiment": asdict(exp),
         "corpus": str(corpus),
@@ -221,67 +220,9 @@ def _summary(exp: Experiment, results: list[RunResult], corpus: Path) -> dict[st
     }
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> None:
-    """Add ``tinyfed experiment``."""
-    p = sub.add_parser(
-        "experiment",
-        help="reproduce the paper's figures (Fig. 5, 6 on one board; Fig. 7, 8 on two)",
-        description=__doc__,
-        epilog="examples:\n"
-        "  tinyfed experiment fig5                      # both pipelines, 5 speaking orders\n"
-        "  tinyfed experiment fig6 --pipeline paper     # the paper's features only\n"
-        "  tinyfed experiment fig6 --out runs/fig6 --per-word 200\n"
-        "  tinyfed experiment fig7 --orders 3          # two boards, IID, full stack\n"
-        "  tinyfed experiment fig8 --orders 3          # non-IID: FedAvg against FedAvgM\n"
-        "  tinyfed experiment fig5 --full-stack        # one virtual board through the stack",
-        formatter_class=HelpFormatter,
-    )
-    p.add_argument(
-        "name",
-        choices=("fig5", "fig6", "fig7", "fig8"),
-        help="which figure; fig7 and fig8 (two boards) always run through the full stack",
-    )
-    p.add_argument(
-        "--full-stack",
-        action="store_true",
-        help="run fig5/fig6 on virtual boards, gateways, Mosquitto and the aggregator "
-        "instead of the reference network (docs/results.md)",
-    )
-    p.add_argument(
-        "--strategies",
-        help="full stack: aggregation strategies, comma-separated "
-        "(default: the figure's; fig8 compares fedavg with fedavgm)",
-    )
-    p.add_argument(
-        "--orders", type=int, default=1, help="full stack: speaking orders to run (seeds 0..N-1)"
-    )
-    p.add_argument("--out", type=Path, help="output folder (default: runs/NAME)")
-    p.add_argument(
-        "--pipeline",
-        default=f"{pipelines.PAPER},{pipelines.CENTROID}",
-        help="feature pipeline(s), comma-separated; 'paper' reproduces the paper",
-    )
-    p.add_argument(
-        "--corpus-dir",
-        type=Path,
-        default=Path("runs/corpus"),
-        help="where synthesized corpora are cached",
-    )
-    p.add_argument("--per-word", type=int, default=300, help="clips per class to synthesize")
-    p.add_argument("--seed", type=int, default=0, help="corpus seed")
-    p.add_argument("--repeats", type=int, default=5, help="speaking orders to average over")
-    p.add_argument(
-        "--ceiling-epochs", type=int, default=30, help="epochs of the offline ceiling run"
-    )
-    p.set_defaults(func=_cmd)
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    if args.full_stack or args.name not in EXPERIMENTS:
-        # The fleet (processes, MQTT) is imported only for the runs that need it.
-        from tinyfed.fleet import experiments as fleet_experiments  # noqa: PLC0415
-
-        return fleet_experiments.command(args)
+def command(args: argparse.Namespace) -> int:
+    """Run ``tinyfed experiment fig5|fig6`` on the reference network (parsed by
+    :mod:`tinyfed.experiments.cli`)."""
     exp = EXPERIMENTS[args.name]
     names = [n.strip() for n in args.pipeline.split(",") if n.strip()]
     for n in names:

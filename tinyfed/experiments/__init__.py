@@ -1,0 +1,8 @@
+"""The paper's experiments (composition layer).
+
+* :mod:`tinyfed.experiments.board` — Fig. 5 and Fig. 6 on one board, simulated by the reference
+  network;
+* :mod:`tinyfed.experiments.fleet` — Fig. 5 to Fig. 8 through the full stack (virtual boards,
+  gateways, Mosquitto, the aggregator);
+* :mod:`tinyfed.experiments.cli` — ``tinyfed experiment``.
+"""
