@@ -6,7 +6,7 @@ the aggregator is SIGKILLed at seeded-random moments and restarted after a short
 the fleet runs on until ``--settle-rounds`` more rounds close. Prints a line per kill, then the
 figures (kills, uploads, receipts, lost, double-counted, rounds, failed attempts, stalled,
 recomputation mismatches) and ends with one ``key=value`` line. Exit status 1 if any invariant
-broke. Same scenario as ``tests/test_chaos.py``, figures in docs/reliability.md ("Chaos").
+broke. Same scenario as ``tests/fleet/test_chaos.py``, figures in docs/reliability.md ("Chaos").
 """
 
 from __future__ import annotations

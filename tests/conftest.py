@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from link_support import Peer
 
+from tests.link_support import Peer
 from tinyfed.testbed.broker import Mosquitto
 from tinyfed.testbed.virtual_board import build_virtual_board
 

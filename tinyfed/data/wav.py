@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 I16 = npt.NDArray[np.int16]
 F64 = npt.NDArray[np.float64]
 
-SAMPLE_RATE = 16_000  #: the board records at 16 kHz (DESIGN.md section 2)
+SAMPLE_RATE = 16_000  #: the board records at 16 kHz (docs/features.md)
 CLIP_SAMPLES = 16_000  #: one second, what a button press records
 
 _PCM = 0x0001

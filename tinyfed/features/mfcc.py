@@ -1,10 +1,11 @@
-"""The paper's features: Edge Impulse MFCC version 2, stage by stage (``shared/MFCC.md``).
+"""The paper's features: Edge Impulse MFCC version 2, stage by stage (docs/features.md).
 
 Every stage is a pure function on numpy arrays so that tests can compare each one against the
 intermediate files in ``vectors/mfcc/``. Every function accepts a single clip or a batch: the
 leading axes are batch axes, the trailing ones are the stage's own (``[..., 16000]`` audio,
 ``[..., 50, 129]`` spectra, ...). Stage outputs are float32, as on the board; inside a stage
-numpy may work in float64, which keeps us within ``MFCC.md``'s tolerances of the original.
+numpy may work in float64, which keeps us within the tolerances of the original listed in
+docs/features.md ("The MFCC, stage by stage").
 
 :func:`mfcc` runs the whole pipeline: ``int16 [16000]`` -> ``float32 [650]``, and
 :func:`mfcc_batch` does ``[n, 16000]`` -> ``[n, 650]`` in one vectorised pass.
@@ -22,7 +23,7 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I16 = npt.NDArray[np.int16]
 
-SAMPLE_RATE = 16_000  #: Hz, the board's PDM microphone setting (DESIGN.md section 2)
+SAMPLE_RATE = 16_000  #: Hz, the board's PDM microphone setting (docs/features.md)
 N_SAMPLES = 16_000  #: one second of audio
 FRAME_LENGTH = 320  #: 0.02 s frame length at 16 kHz
 FRAME_STRIDE = 320  #: 0.02 s frame stride: frames do not overlap
@@ -83,7 +84,7 @@ def _mel_to_hz(mel: F64) -> F64:
 
 
 def filterbank_edges() -> npt.NDArray[np.int64]:
-    """The 34 edge bins of the 32 triangular filters (MFCC.md stage 6)."""
+    """The 34 edge bins of the 32 triangular filters (stage 6 in docs/features.md)."""
     mels = np.linspace(_hz_to_mel(LOW_FREQ), _hz_to_mel(HIGH_FREQ), N_FILTERS + 2)
     hz = np.clip(_mel_to_hz(mels), LOW_FREQ, HIGH_FREQ)
     hz[-1] -= 0.001

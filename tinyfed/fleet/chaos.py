@@ -5,7 +5,7 @@ subprocess and N simulated gateways (:class:`tinyfed.gateway.simulated.Simulated
 uplink) in the calling asyncio loop, SIGKILLs the broker or the aggregator at seeded-random
 moments for a fixed time (restarting it after a random pause, now and then longer than a
 round), lets the fleet settle, then checks the aggregator's database against what the gateways
-made and were told: :class:`ChaosReport` (``tests/test_chaos.py``, ``bench/chaos.py``,
+made and were told: :class:`ChaosReport` (``tests/fleet/test_chaos.py``, ``bench/chaos.py``,
 docs/reliability.md).
 """
 

@@ -30,7 +30,8 @@ from tinyfed.data import dataset as ds
 from tinyfed.data.synth import SILENCE_CLASS
 from tinyfed.errors import UsageError
 
-BUTTONS = ("D2", "D3", "D4")  #: the training buttons of keywords 1, 2, 3 (DESIGN.md section 2)
+#: The training buttons of keywords 1, 2, 3 (firmware/README.md, "Wiring").
+BUTTONS = ("D2", "D3", "D4")
 BOARD_ID_PREFIX = "74696e79666564"  #: "tinyfed" in ASCII: 7 of the 8 bytes of a board id
 DEFAULT_HOLD_MS = 30  #: how long the scripted user holds a button (must exceed the 20 ms debounce)
 DEFAULT_PACE_MS = 0  #: pause after each result before the next press

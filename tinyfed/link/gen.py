@@ -114,7 +114,7 @@ def render_vectors() -> str:
     """Frame test vectors: wire bytes and the expected decoding, one case per line.
 
     Format: ``name wire_hex ok type seq payload_hex`` or ``name wire_hex error code``; a
-    payload of ``-`` is empty. Read by tests/test_link_*.py and firmware/tests/test_link.cpp.
+    payload of ``-`` is empty. Read by tests/link/ and firmware/tests/test_link.cpp.
     """
     T = spec.MsgType
     ok_cases: list[tuple[str, bytes]] = [

@@ -9,7 +9,7 @@ Parameters live in the board's layout, one flat float32 vector of :data:`N_PARAM
 
 A model file is exactly those ``N_PARAMS`` float32 values, little-endian: 41,868 bytes, what
 the board holds in RAM and sends over its link. The training step reproduces the original
-C++ (see ``shared/vectors/README.md``): the loss is computed before the update, hidden deltas
+C++ (see ``vectors/README.md``, "nn/"): the loss is computed before the update, hidden deltas
 use the old output weights, and ``delta = lr * grad_term + momentum * delta_prev``.
 """
 
@@ -27,7 +27,7 @@ from tinyfed.errors import ModelError
 
 F32 = npt.NDArray[np.float32]
 
-N_INPUTS = 650  #: 13 MFCC coefficients x 50 frames (DESIGN.md section 2)
+N_INPUTS = 650  #: 13 MFCC coefficients x 50 frames (docs/features.md)
 N_HIDDEN = 16  #: the paper's hidden layer
 N_OUTPUTS = 3  #: three keywords (or two keywords and silence)
 N_HIDDEN_PARAMS = (N_INPUTS + 1) * N_HIDDEN  #: 10,416

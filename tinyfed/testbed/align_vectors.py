@@ -1,6 +1,6 @@
 """Shared test vectors of the alignment stage (``vectors/align/``), made by the Python reference.
 
-The C++ (``firmware/tests/test_align.cpp``) and the Python tests (``tests/test_align.py``)
+The C++ (``firmware/tests/test_align.cpp``) and the Python tests (``tests/features/test_align.py``)
 read the same files, so the two implementations cannot drift apart. Regenerate with::
 
     .venv/bin/python -m tinyfed.testbed.align_vectors vectors/align

@@ -1,0 +1,175 @@
+"""The gateway's decisions (:class:`tinyfed.gateway.bridge.BridgeState`), without a board or a
+broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinyfed import model
+from tinyfed.gateway.bridge import BridgeState, Held, Pull, Push
+from tinyfed.link.client import Hello, LossReport
+from tinyfed.mqtt import contract
+
+
+def hello(boot: int = 1, round: int = 0, steps: int = 0, pipeline: int = 2) -> Hello:
+    return Hello(
+        boot_id=boot,
+        board_id=bytes.fromhex("0011223344556677"),
+        fw_version=(0, 1, 0),
+        arch=1,
+        pipeline=pipeline,
+        lr=0.3,
+        momentum=0.9,
+        local_steps=10,
+        model_round=round,
+        steps_since_global=steps,
+        total_steps=steps,
+        state=0,
+        window=8,
+        chunk_bytes=228,
+        flags=1,
+    )
+
+
+def global_model(
+    round: int, local_steps: int = 3, pipeline: str = "centroid"
+) -> contract.GlobalModel:
+    return contract.GlobalModel(
+        round=round,
+        params=model.init_params(seed=round),
+        hyper=contract.HyperParams(local_steps=local_steps),
+        pipeline=pipeline,
+    )
+
+
+def loss(steps: int, round: int, value: float = 0.5) -> LossReport:
+    return LossReport(
+        step=steps,
+        loss=value,
+        label=0,
+        outputs=(0.1, 0.2, 0.3),
+        model_round=round,
+        steps_since_global=steps,
+        source=0,
+    )
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+def test_a_board_that_appears_gets_the_global_model() -> None:
+    state = BridgeState("w")
+    g = global_model(4)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    assert state.next_action() == Push(g)
+
+
+def test_nothing_happens_without_a_board_or_without_a_global_model() -> None:
+    state = BridgeState("w")
+    assert state.next_action() is None
+    state.on_hello(hello())
+    assert state.next_action() is None
+
+
+def test_a_board_holding_the_current_global_model_is_left_alone() -> None:
+    state = BridgeState("w")
+    g = global_model(4)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    assert state.next_action() is None
+
+
+def test_a_rebooted_board_gets_the_global_model_again() -> None:
+    state = BridgeState("w")
+    g = global_model(4)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    state.on_hello(hello(boot=2))
+    assert state.next_action() == Push(g)
+
+
+def test_a_new_global_model_is_pushed() -> None:
+    state = BridgeState("w")
+    state.on_global(global_model(4))
+    state.on_hello(hello(boot=1))
+    state.pushed(1, global_model(4))
+    g5 = global_model(5)
+    state.on_global(g5)
+    assert state.next_action() == Push(g5)
+
+
+def test_the_model_is_pulled_once_after_the_local_steps() -> None:
+    # Prepare
+    state = BridgeState("w")
+    g = global_model(4, local_steps=3)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    # Execute / Assert: two steps are not enough, the third is.
+    state.on_loss(loss(1, 4, 0.6))
+    state.on_loss(loss(2, 4, 0.4))
+    assert state.next_action() is None
+    state.on_loss(loss(3, 4, 0.2))
+    action = state.next_action()
+    assert action == Pull(Held(1, 4, g.sha256, 3))
+    summary = state.loss_summary()
+    assert (summary.count, summary.last) == (3, 0.2)
+    assert summary.mean == pytest.approx(0.4)
+    state.pulled(action.held)
+    state.on_loss(loss(4, 4))
+    assert state.next_action() is None
+
+
+def test_steps_on_a_model_from_before_the_push_do_not_count() -> None:
+    state = BridgeState("w")
+    g = global_model(4, local_steps=2)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    state.on_loss(loss(7, 0))  # a step of the fresh boot model, reported late
+    assert state.next_action() is None
+
+
+def test_finished_local_steps_are_uploaded_before_a_newer_global_model_is_pushed() -> None:
+    state = BridgeState("w")
+    g = global_model(4, local_steps=1)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    state.on_loss(loss(1, 4))
+    state.on_global(global_model(5))
+    assert isinstance(state.next_action(), Pull)
+
+
+def test_a_board_that_rebooted_after_its_steps_uploads_nothing() -> None:
+    state = BridgeState("w")
+    g = global_model(4, local_steps=1)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    state.on_loss(loss(1, 4))
+    state.on_hello(hello(boot=2))  # the steps died with the old boot
+    assert state.next_action() == Push(g)
+
+
+def test_a_board_that_reconnects_after_its_steps_is_still_pulled() -> None:
+    state = BridgeState("w")
+    g = global_model(4, local_steps=3)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    state.on_board_lost()
+    state.on_hello(hello(boot=1, round=4, steps=3))  # same boot: trained while we were away
+    assert isinstance(state.next_action(), Pull)
+
+
+def test_a_global_model_for_another_feature_pipeline_is_never_pushed() -> None:
+    state = BridgeState("w")
+    state.on_global(global_model(4, pipeline="paper"))
+    state.on_hello(hello(pipeline=2))
+    assert state.next_action() is None
+    assert state.problem is not None
+    assert "'paper' feature pipeline" in state.problem

@@ -1,0 +1,102 @@
+"""``tinyfed model init``, ``train`` and ``eval`` end to end, through the real CLI."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tinyfed import model
+from tinyfed.cli import main
+from tinyfed.testbed import vectors
+
+
+@pytest.fixture
+def scenario_a(tmp_path: Path) -> tuple[Path, Path]:
+    x = vectors.load("nn/A_inputs.f32", shape=(40, 650))
+    y = vectors.load("nn/A_labels.i32", dtype="<i4").astype(np.int64)
+    np.save(tmp_path / "X.npy", x)
+    np.save(tmp_path / "Y.npy", y)
+    return tmp_path / "X.npy", tmp_path / "Y.npy"
+
+
+def test_model_init_writes_the_papers_initial_model(tmp_path: Path) -> None:
+    out = tmp_path / "init.bin"
+    assert main(["model", "init", "--out", str(out)]) == 0
+    expected = np.concatenate(
+        [vectors.load("nn/init_hidden_weights.f32"), vectors.load("nn/init_output_weights.f32")]
+    )
+    assert out.read_bytes() == expected.astype("<f4").tobytes()
+
+
+def test_train_reproduces_the_reference_final_model(
+    tmp_path: Path, scenario_a: tuple[Path, Path]
+) -> None:
+    # Prepare
+    x, y = scenario_a
+    out, log = tmp_path / "m.bin", tmp_path / "losses.csv"
+    # Execute
+    code = main(
+        ["train", "--features", str(x), "--labels", str(y), "--out", str(out), "--log", str(log)]
+    )
+    # Assert
+    assert code == 0
+    final = np.concatenate(
+        [
+            vectors.load("nn/A_final_hidden_weights.f32"),
+            vectors.load("nn/A_final_output_weights.f32"),
+        ]
+    )
+    np.testing.assert_allclose(model.load(out), final, atol=1e-5, rtol=0)
+    rows = list(csv.DictReader(log.open()))
+    assert len(rows) == 40
+    np.testing.assert_allclose(
+        [float(r["loss"]) for r in rows],
+        vectors.load("nn/A_step_error.f32").astype(np.float32),
+        rtol=3e-6,
+    )
+
+
+def test_eval_prints_accuracy_and_confusion_matrix(
+    tmp_path: Path, scenario_a: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, y = scenario_a
+    out = tmp_path / "m.bin"
+    main(["train", "--features", str(x), "--labels", str(y), "--epochs", "5", "--out", str(out)])
+    capsys.readouterr()
+    assert main(["eval", str(out), "--features", str(x), "--labels", str(y)]) == 0
+    text = capsys.readouterr().out
+    accuracy = float(text.split()[1])
+    assert accuracy > 0.9
+    assert "confusion matrix" in text
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (np.zeros((3, 649), np.float32), r"shape \(3, 649\), expected \[n, 650\]"),
+        (np.full((3, 650), np.nan, np.float32), "NaN"),
+    ],
+)
+def test_train_rejects_bad_features_with_a_clear_error(
+    tmp_path: Path, bad: np.ndarray, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "X.npy", bad)
+    np.save(tmp_path / "Y.npy", np.zeros(3, np.int64))
+    args = ["train", "--features", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "Y.npy")]
+    assert main([*args, "--out", str(tmp_path / "m.bin")]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "m.bin").exists()
+
+
+def test_eval_names_a_truncated_model_file(
+    tmp_path: Path, scenario_a: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x00" * 100)
+    x, y = scenario_a
+    assert main(["eval", str(bad), "--features", str(x), "--labels", str(y)]) == 2
+    assert "bad.bin: model is 100 bytes, expected 41868" in capsys.readouterr().err
