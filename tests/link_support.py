@@ -34,13 +34,15 @@ from tinyfed.link import frame
 from tinyfed.link.frame import FrameError
 from tinyfed.mqtt import contract
 from tinyfed.mqtt import session as mqtt_session
+from tinyfed.testbed import fake_board
 
 SAMPLE_RATE = 16_000
 
 #: ``fault(direction, frame_type, index_of_that_type, wire) -> wire`` where direction is
 #: ``"to_board"`` or ``"to_host"``, wire is the frame with its delimiter, and the index counts
-#: frames of that type and direction from 1. Return the bytes to forward (b"" drops it).
-Fault = Callable[[str, int, int, bytes], bytes]
+#: frames of that type and direction from 1. Return the bytes to forward (b"" drops it). The
+#: same faults work on the relay below and on the in-process fake board.
+Fault = fake_board.Fault
 
 
 def write_clip(path: Path, seed: int) -> Path:
