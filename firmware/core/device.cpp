@@ -107,6 +107,13 @@ int32_t first_non_finite(const uint8_t* p, uint32_t n) {
   return -1;
 }
 
+// What each button does, for log lines (README "Wiring").
+const char* button_role(int button) {
+  static const char* const kRoles[kButtons] = {"train keyword 1", "train keyword 2",
+                                               "train keyword 3", "infer"};
+  return kRoles[button];
+}
+
 uint8_t colour_of(int button) {
   static constexpr uint8_t kColours[kButtons] = {kLedRed, kLedGreen, kLedBlue,
                                                  kLedRed | kLedGreen | kLedBlue};
@@ -167,6 +174,13 @@ Status Device::begin(Hal* hal, const DeviceConfig& config) {
   btn_raw_ = btn_stable_ = static_cast<uint8_t>(hal_->buttons() & 0x0F);  // held at boot: no press
   btn_changed_ms_ = now_;
   armed_ = -1;
+  armed_ms_ = 0;
+  round_request_ = false;
+  record_ms_ = 0;
+  upload_ms_ = 0;
+  upload_seen_ = false;
+  reset_pending_ = false;
+  reset_ms_ = 0;
   pending_ = Pending::kNone;
   pending_label_ = link::kNoClass;
   pending_ref_seq_ = 0;
@@ -191,6 +205,19 @@ void Device::poll() {
   now_ = hal_->millis();
   restarted_ = false;
 
+  // 0. RESET acknowledged: let the ACK leave, then reboot. Input meanwhile is dropped, as a
+  // power cycle would lose it.
+  if (reset_pending_) {
+    while (hal_->link_read(rx_chunk_, sizeof rx_chunk_) > 0) {
+    }
+    if (now_ - reset_ms_ < kResetDelayMs) return;
+    reset_pending_ = false;
+    hal_->reboot();        // does not return on hardware
+    begin(hal_, config_);  // a host HAL returns: re-initialise in place, like a power cycle
+    return;
+  }
+  if (hal_->link_switched()) link_switched();
+
   // 1. Link input: whole frames are handled as they complete.
   size_t taken = 0;
   while (taken < kMaxRxPerPoll) {
@@ -201,7 +228,7 @@ void Device::poll() {
       const link::FrameParser::Event ev = parser_.push(rx_chunk_[i]);
       if (ev == link::FrameParser::Event::kFrame) {
         handle_frame(parser_.frame());
-        if (restarted_) return;  // RESET: like a power cycle, the rest of the input is lost
+        if (reset_pending_) return;  // RESET: like a power cycle, the rest of the input is lost
       } else if (ev == link::FrameParser::Event::kError) {
         const ErrorCode code = parser_.error();
         const char* text = "bad frame";
@@ -231,6 +258,15 @@ void Device::poll() {
   poll_buttons(now_);
   if (state_ == State::kRecording && hal_->mic_done()) {
     set_state(State::kComputing);  // computed at the next poll, once STATE is out
+  } else if (state_ == State::kRecording && now_ - record_ms_ > kRecordTimeoutMs) {
+    hal_->mic_stop();
+    pending_ = Pending::kNone;
+    Text t;
+    t.str("microphone delivered no full recording in ").u32(kRecordTimeoutMs)
+        .str(" ms; recording abandoned, board idle again");
+    set_leds(0);
+    set_state(State::kIdle);
+    log_line(LogLevel::kError, t.c_str(), true);
   } else if (state_ == State::kComputing && pending_ != Pending::kNone) {
     const Pending p = pending_;
     pending_ = Pending::kNone;
@@ -241,7 +277,26 @@ void Device::poll() {
   // 4. Outputs that take several polls.
   poll_read();
   poll_blink(now_);
+  poll_idle_leds();
   flush_state();
+}
+
+void Device::link_switched() {
+  // Another host on another transport: nothing of the old host's half-received frame, READ or
+  // transfer may leak into the new conversation.
+  parser_.reset();
+  read_left_ = 0;
+  if (xfer_.open) {
+    Text t;
+    t.str("link switched to another host: transfer of ").str(target_name(xfer_.target))
+        .str(" abandoned at ").u32(xfer_.next).str(" bytes");
+    close_transfer(true);
+    log_line(LogLevel::kWarn, t.c_str(), true);
+  } else {
+    log_line(LogLevel::kInfo, "link switched to another host", false);
+  }
+  send_hello();  // the new host missed the boot HELLO
+  state_sent_ = 0xFF;  // and the current STATE
 }
 
 // ---------------------------------------------------------------------------- link input
@@ -358,6 +413,7 @@ void Device::on_xfer_begin(const link::Frame& f) {
     memset(velocity_, 0, sizeof velocity_);
   }
   set_state(State::kReceiving);
+  set_leds(kLedBusy);  // the built-in LED while a transfer runs (the paper's exchange LED)
   Text t;
   t.str("transfer ").str(target_name(target)).str(" begins: ").u32(total).str(" bytes, meta ")
       .u32(meta);
@@ -501,10 +557,15 @@ void Device::close_transfer(bool failed) {
     memset(velocity_, 0, sizeof velocity_);  // the staging leftovers are not a momentum
   }
   xfer_.open = false;
-  if (state_ == State::kReceiving) set_state(State::kIdle);
+  if (state_ == State::kReceiving) {
+    set_leds(0);
+    set_state(State::kIdle);
+  }
 }
 
 void Device::on_get_model(const link::Frame& f) {
+  upload_ms_ = now_;
+  upload_seen_ = true;
   uint8_t* p = tx_payload_;
   link::put_u16(p, msg::ModelInfo::kRefSeq, f.seq);
   link::put_u32(p, msg::ModelInfo::kTotalLen, kModelBytes);
@@ -526,6 +587,8 @@ void Device::on_read(const link::Frame& f) {
     send_error(f.seq, ErrorCode::kBadArgument, t.c_str());
     return;
   }
+  upload_ms_ = now_;
+  upload_seen_ = true;
   read_offset_ = offset;  // a new READ replaces one still being answered
   read_left_ = count;
   poll_read();
@@ -533,9 +596,11 @@ void Device::on_read(const link::Frame& f) {
 
 void Device::on_reset(const link::Frame& f) {
   send_ack(f.seq, f.type);
-  log_line(LogLevel::kInfo, "reset requested by the host", false);
-  hal_->reboot();  // does not return on hardware
-  begin(hal_, config_);  // a host HAL returns: re-initialise in place, like a power cycle
+  log_line(LogLevel::kInfo, "reset requested by the host: rebooting", false);
+  // The reboot happens kResetDelayMs later, from poll(): the ACK must leave first.
+  reset_pending_ = true;
+  reset_ms_ = now_;
+  read_left_ = 0;
 }
 
 // ---------------------------------------------------------------------------- buttons etc.
@@ -545,6 +610,12 @@ void Device::poll_buttons(uint32_t now) {
   if (raw != btn_raw_) {
     btn_raw_ = raw;
     btn_changed_ms_ = now;
+  }
+  if (armed_ == 3 && !round_request_ && now - armed_ms_ >= kRoundRequestHoldMs) {
+    // The infer button held long: releasing it now asks for a round instead of recording.
+    round_request_ = true;
+    set_leds(kLedRed | kLedGreen | kLedBlue | kLedBusy);
+    log_line(LogLevel::kInfo, "button D5 held: release to ask the gateway for a round", false);
   }
   if (raw == btn_stable_ || now - btn_changed_ms_ < kDebounceMs) return;
   const uint8_t changed = static_cast<uint8_t>(raw ^ btn_stable_);
@@ -561,14 +632,18 @@ void Device::poll_buttons(uint32_t now) {
 
 void Device::on_press(int button) {
   Text t;
-  t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" pressed");
+  t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" (").str(button_role(button))
+      .str(") pressed");
   if (armed_ >= 0 || state_ != State::kIdle) {
     t.str("; ignored, board is ").str(state_name(state_));
     log_line(LogLevel::kInfo, t.c_str(), false);
     return;
   }
+  t.str(": release to record one second");
   log_line(LogLevel::kInfo, t.c_str(), false);
   armed_ = button;
+  armed_ms_ = now_;
+  round_request_ = false;
   blink_left_ = 0;
   set_state(State::kArmed);
   set_leds(colour_of(button));
@@ -577,11 +652,19 @@ void Device::on_press(int button) {
 void Device::on_release(int button) {
   if (button != armed_) return;
   armed_ = -1;
+  if (round_request_) {
+    round_request_ = false;
+    set_leds(0);
+    set_state(State::kIdle);
+    request_round(now_ - armed_ms_);
+    return;
+  }
   Text t;
-  t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" released: recording");
+  t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" released: recording one second");
   log_line(LogLevel::kInfo, t.c_str(), false);
   if (!hal_->mic_start(audio_, kRecordSamples)) {
-    log_line(LogLevel::kError, "microphone failed to start", true);
+    log_line(LogLevel::kError, "microphone failed to start: no recording (check the board's "
+             "boot log)", true);
     set_leds(0);
     set_state(State::kIdle);
     return;
@@ -589,8 +672,20 @@ void Device::on_release(int button) {
   pending_ = Pending::kButton;
   pending_label_ = button < kOutputs ? static_cast<uint8_t>(button) : link::kNoClass;
   pending_ref_seq_ = 0;
+  record_ms_ = now_;
   set_state(State::kRecording);
   set_leds(kLedBusy);
+}
+
+void Device::request_round(uint32_t held_ms) {
+  // LOG, level info, text "event round_request button=D5 held_ms=N round=R steps=S": the
+  // gateway matches the prefix kRoundRequestEvent and may start a federated round for all
+  // boards (README "Ask for a round now"). Acknowledged on the board by two white blinks.
+  Text t;
+  t.str(kRoundRequestEvent).str(" button=D5 held_ms=").u32(held_ms).str(" round=")
+      .u32(model_round_).str(" steps=").u32(steps_since_global_);
+  log_line(LogLevel::kInfo, t.c_str(), true);
+  start_blink(kLedRed | kLedGreen | kLedBlue, 2);
 }
 
 void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_audio) {
@@ -663,12 +758,25 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
   t.str(" outputs=").f32(outputs[0]).str(",").f32(outputs[1]).str(",").f32(outputs[2])
       .str(" source=").str(source == Source::kHost ? "host" : "button");
   log_line(LogLevel::kInfo, t.c_str(), false);
-  if (detected >= 0) start_blink(colour_of(detected));
+  if (train) {
+    if (detected >= 0) start_blink(colour_of(detected), kTrainBlinkCount);
+  } else {
+    // The paper's inference button: the winning class blinks its colour five times, also when
+    // no output reaches the 0.6 threshold (INFER's prediction is NO_CLASS then).
+    int winner = 0;
+    for (int i = 1; i < kOutputs; ++i) {
+      if (outputs[i] > outputs[winner]) winner = i;
+    }
+    start_blink(colour_of(winner), kInferBlinkCount);
+  }
 }
 
 void Device::poll_read() {
   uint16_t sent = 0;
-  while (read_left_ > 0 && sent < kReadChunksPerPoll) {
+  // Only while the link takes a whole frame now: a slow link delays the upload, it does not
+  // lose chunks (Hal::link_room).
+  while (read_left_ > 0 && sent < kReadChunksPerPoll &&
+         hal_->link_room() >= link::kMaxFrameWire) {
     const uint32_t n32 = kModelBytes - read_offset_;
     const size_t n = n32 < link::kChunkBytes ? n32 : link::kChunkBytes;
     uint8_t* p = tx_payload_;
@@ -683,9 +791,9 @@ void Device::poll_read() {
   }
 }
 
-void Device::start_blink(uint8_t leds) {
+void Device::start_blink(uint8_t leds, uint8_t count) {
   blink_leds_ = leds;
-  blink_left_ = 2 * kBlinkCount;  // half-periods: on, off, on, off, ...
+  blink_left_ = static_cast<uint8_t>(2 * count);  // half-periods: on, off, on, off, ...
   blink_ms_ = now_;
   set_leds(leds);
 }
@@ -696,6 +804,14 @@ void Device::poll_blink(uint32_t now) {
   --blink_left_;
   const bool on = blink_left_ > 0 && (blink_left_ % 2) == 0;
   set_leds(on ? blink_leds_ : 0);
+}
+
+void Device::poll_idle_leds() {
+  // In IDLE with no result blinking, the built-in LED shows an upload in progress.
+  if (state_ != State::kIdle || armed_ >= 0 || blink_left_ != 0) return;
+  const bool uploading = read_left_ > 0 || (upload_seen_ && now_ - upload_ms_ < kUploadLedHoldMs);
+  if (!uploading) upload_seen_ = false;
+  set_leds(uploading ? kLedBusy : 0);
 }
 
 void Device::set_state(State s) {
