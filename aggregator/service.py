@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -186,6 +187,7 @@ class AggregatorService:
         self._refusals = Throttle()
         self.receipts_skipped = 0  #: rejection receipts not sent (flood control)
         self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
+        self._prune = True  # closed rounds' update blobs may be left to delete (from a crash)
 
     # ------------------------------------------------------------------ paho thread
 
@@ -300,6 +302,16 @@ class AggregatorService:
             self._publish_global(now, repair=True)
         self._tick(now)
         self._publish_status_if_due(now)
+        if self._prune and self._events.empty():
+            self._prune_some()
+
+    def _prune_some(self) -> None:
+        """Delete a few hundred closed rounds' update blobs, while nothing waits."""
+        try:
+            self._prune = self.store.prune_updates() > 0
+        except sqlite3.Error as exc:  # tried again after the next round closes
+            log.warning("could not delete closed rounds' updates yet: %s", exc)
+            self._prune = False
 
     def _tick(self, now: float) -> None:
         """Let time pass; a round that cannot be closed is logged and tried again later."""
@@ -489,6 +501,7 @@ class AggregatorService:
                 self._publish_global(d.event.time)
                 self._publish_round(d.event)
                 self._status_dirty = True
+                self._prune = True
             elif isinstance(d, RoundFailed):
                 self._publish_round(d.event)
                 self._status_dirty = True
