@@ -367,6 +367,17 @@ class AggregatorService:
         # broker delivers the messages again and the machine judges them again.
         for m in batch:
             self.client.ack(m.mid, m.qos)
+        accepted = [d.round for d in decided if isinstance(d, Accepted)]
+        if accepted:  # one line per commit, not per update (10,000 lines a round at scale)
+            m = self.machine
+            log.info(
+                "round %d: accepted %d update(s)%s",
+                accepted[-1],
+                len(accepted),
+                f", {len(m.reported)} of {len(m.expected)} in"
+                if m.round == accepted[-1]
+                else " (it has closed)",
+            )
         self._announce(decided)
 
     def _isolated(self, m: _Message, now: float) -> list[Decision]:
@@ -469,7 +480,7 @@ class AggregatorService:
         for d in decisions:
             if isinstance(d, Accepted):
                 self.store.accept(d)
-                log.info(
+                log.debug(
                     "round %d: accepted %s upload %s (%d steps, weight %g)",
                     d.round,
                     d.update.worker_id,
