@@ -8,7 +8,6 @@
 #include <ArduinoBLE.h>
 #include <PDM.h>
 #include <USB/PluggableUSBSerial.h>
-#include <string.h>
 #include <utility/ATT.h>
 
 #include "../../core/link_spec.h"
@@ -223,6 +222,13 @@ void pump_ble() {
   }
 }
 
+// Copies a NUL-terminated text into dst[cap], cut to fit.
+void copy_text(char* dst, size_t cap, const char* src) {
+  size_t i = 0;
+  for (; i + 1 < cap && src[i] != '\0'; ++i) dst[i] = src[i];
+  dst[i] = '\0';
+}
+
 }  // namespace
 
 ButtonWiring decide_wiring(const bool high_with_pullup[4], const bool high_with_pulldown[4]) {
@@ -250,6 +256,12 @@ bool ArduinoHal::begin() {
   }
   NRF_RNG->TASKS_STOP = 1;
   boot_random_ = v;
+  random_calls_ = 0;
+  g_tx.clear();
+  g_tx_dropped = 0;
+  g_ble_head = g_ble_tail = 0;
+  g_switched = false;
+  g_ble_mtu = kAttDefaultMtu;
 
   // 2. LEDs and buttons.
   pinMode(LEDR, OUTPUT);
@@ -279,6 +291,7 @@ bool ArduinoHal::begin() {
   if (kDebugUart) Serial1.begin(115200);
 
   // 4. Microphone, and whether it delivers.
+  g_pdm_blocks = 0;
   g_pdm_ok = pdm_start();
   const uint32_t t0 = ::millis();
   while (g_pdm_ok && g_pdm_blocks == 0 && ::millis() - t0 < kPdmBootCheckMs) delay(1);
@@ -319,7 +332,7 @@ bool ArduinoHal::begin() {
   } else {
     t.str("FAILED to start");
   }
-  strncpy(boot_report_, t.c_str(), sizeof boot_report_ - 1);
+  copy_text(boot_report_, sizeof boot_report_, t.c_str());
   g_transport = current_transport();
   return mic_alive && g_ble_ok;
 }
@@ -335,8 +348,7 @@ void ArduinoHal::set_wiring(ButtonWiring w) {
 // ---------------------------------------------------------------------------- loop
 
 void ArduinoHal::notice(const char* text) {
-  strncpy(notice_, text, sizeof notice_ - 1);
-  notice_[sizeof notice_ - 1] = '\0';
+  copy_text(notice_, sizeof notice_, text);
   notice_pending_ = true;
 }
 

@@ -82,19 +82,24 @@ extern arduino::UART _UART1_;
 #define Serial _UART_USB_
 #define Serial1 _UART1_
 
-// ---- nRF52840 MDK (nrf52840.h): the registers tinyfed reads ----
+// ---- nRF52840 MDK (nrf52840.h): the registers tinyfed touches ----
+// The real fields are `volatile uint32_t`; here each is an object whose reads and writes the
+// fakes see (the RNG's VALRDY event must rise while the HAL waits for it). Code that compiles
+// against these compiles against the real registers: assignment, comparison, & and <<.
+struct StubReg {
+  int id;
+  operator uint32_t() const;
+  StubReg& operator=(uint32_t v);
+};
 typedef struct {
-  volatile uint32_t TASKS_START;
-  volatile uint32_t TASKS_STOP;
-  volatile uint32_t EVENTS_VALRDY;
-  volatile uint32_t SHORTS;
-  volatile uint32_t INTENSET;
-  volatile uint32_t INTENCLR;
-  volatile uint32_t CONFIG;
-  volatile uint32_t VALUE;
+  StubReg TASKS_START{0};
+  StubReg TASKS_STOP{1};
+  StubReg EVENTS_VALRDY{2};
+  StubReg CONFIG{3};
+  StubReg VALUE{4};
 } NRF_RNG_Type;
 typedef struct {
-  volatile uint32_t DEVICEID[2];
+  StubReg DEVICEID[2]{{10}, {11}};
 } NRF_FICR_Type;
 extern NRF_RNG_Type* const g_stub_nrf_rng;
 extern NRF_FICR_Type* const g_stub_nrf_ficr;
