@@ -65,6 +65,9 @@ SESSION_EXPIRY_S = 86_400  #: the broker keeps our queued updates this long whil
 INBOUND_WINDOW = 64
 #: How long the first message of a batch waits for others to share its commit (an fsync).
 BATCH_WINDOW_S = 0.01
+#: closed rounds' update blobs are deleted only after this long without a message: deleting
+#: 10,000 (420 MB of pages) costs ~1-3 s of CPU, which must not slow a round that is filling
+PRUNE_IDLE_S = 0.5
 STATUS_MIN_INTERVAL_S = 1.0  #: the retained status is republished at most this often
 #: Rejection receipts per worker: a token bucket of this burst, refilled at this rate per
 #: second. A flood of bad uploads then costs a bounded outgoing queue; a gateway whose
@@ -188,6 +191,7 @@ class AggregatorService:
         self.receipts_skipped = 0  #: rejection receipts not sent (flood control)
         self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
         self._prune = True  # closed rounds' update blobs may be left to delete (from a crash)
+        self._last_message = -1e9  # when the last batch of messages was handled (clock)
 
     # ------------------------------------------------------------------ paho thread
 
@@ -302,11 +306,11 @@ class AggregatorService:
             self._publish_global(now, repair=True)
         self._tick(now)
         self._publish_status_if_due(now)
-        if self._prune and self._events.empty():
+        if self._prune and now - self._last_message >= PRUNE_IDLE_S and self._events.empty():
             self._prune_some()
 
     def _prune_some(self) -> None:
-        """Delete a few hundred closed rounds' update blobs, while nothing waits."""
+        """Delete up to 1,000 closed rounds' update blobs (~0.1 s), while nothing arrives."""
         try:
             self._prune = self.store.prune_updates() > 0
         except sqlite3.Error as exc:  # tried again after the next round closes
@@ -359,6 +363,7 @@ class AggregatorService:
 
     def _messages(self, batch: list[_Message], now: float) -> None:
         """Decide ``batch`` in one store transaction, then acknowledge and publish."""
+        self._last_message = now
         decided: list[Decision] = []
         with self.store.batch():
             for m in batch:

@@ -309,14 +309,19 @@ class Store:
             self._insert_global(db, d.model, d.velocity)
             self._finish(db, d)
 
-    def prune_updates(self, limit: int = 250) -> int:
+    def prune_updates(self, limit: int = 1000) -> int:
         """Delete up to ``limit`` update parameter blobs of closed rounds (one transaction);
-        returns how many were deleted (0: nothing left to prune)."""
+        returns how many were deleted (0: nothing left to prune).
+
+        Rounds are sequential, so every closed round's update has a lower ``seq`` than any of
+        the open round's: the blobs go in ``seq`` order, a range of the table's own key.
+        """
         with self._tx() as db:
             cur = db.execute(
-                "DELETE FROM updates WHERE seq IN (SELECT u.seq FROM updates u "
-                "JOIN participants p ON p.seq = u.seq "
-                "WHERE p.round < (SELECT MAX(round) FROM globals) LIMIT ?)",
+                "DELETE FROM updates WHERE seq IN (SELECT seq FROM updates WHERE seq < "
+                "COALESCE((SELECT MIN(seq) FROM participants "
+                "WHERE round >= (SELECT MAX(round) FROM globals)), "
+                "(SELECT MAX(seq) + 1 FROM participants), 0) LIMIT ?)",
                 (limit,),
             )
             return max(0, cur.rowcount)
