@@ -374,13 +374,13 @@ class AggregatorService:
             self.client.ack(m.mid, m.qos)
         accepted = [d.round for d in decided if isinstance(d, Accepted)]
         if accepted:  # one line per commit, not per update (10,000 lines a round at scale)
-            m = self.machine
+            machine = self.machine
             log.info(
                 "round %d: accepted %d update(s)%s",
                 accepted[-1],
                 len(accepted),
-                f", {len(m.reported)} of {len(m.expected)} in"
-                if m.round == accepted[-1]
+                f", {len(machine.reported)} of {len(machine.expected)} in"
+                if machine.round == accepted[-1]
                 else " (it has closed)",
             )
         self._announce(decided)
