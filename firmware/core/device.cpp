@@ -758,17 +758,9 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
   t.str(" outputs=").f32(outputs[0]).str(",").f32(outputs[1]).str(",").f32(outputs[2])
       .str(" source=").str(source == Source::kHost ? "host" : "button");
   log_line(LogLevel::kInfo, t.c_str(), false);
-  if (train) {
-    if (detected >= 0) start_blink(colour_of(detected), kTrainBlinkCount);
-  } else {
-    // The paper's inference button: the winning class blinks its colour five times, also when
-    // no output reaches the 0.6 threshold (INFER's prediction is NO_CLASS then).
-    int winner = 0;
-    for (int i = 1; i < kOutputs; ++i) {
-      if (outputs[i] > outputs[winner]) winner = i;
-    }
-    start_blink(colour_of(winner), kInferBlinkCount);
-  }
+  // The paper: the class whose output is highest and above 0.6 (nn_detect) shows its colour;
+  // its inference button blinks it five times. Nothing above 0.6: no colour.
+  if (detected >= 0) start_blink(colour_of(detected), train ? kTrainBlinkCount : kInferBlinkCount);
 }
 
 void Device::poll_read() {

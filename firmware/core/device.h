@@ -44,10 +44,10 @@ constexpr uint16_t kDefaultLocalSteps = 10;
 // A transfer with no frame for link::kXferTimeoutMs (link_spec.h) is abandoned: a gateway that
 // vanished must not keep the board in RECEIVING forever.
 using link::kXferTimeoutMs;
-// Result display: a class blinks its colour kBlinkMs on and kBlinkMs off (visible, and short
-// enough not to delay the next press). After a training step: the class whose output is
-// above the 0.6 threshold (nn_detect), kTrainBlinkCount times. After an inference: the
-// winning class (largest output), kInferBlinkCount times, as the paper's inference button.
+// Result display: the class whose output is highest and above 0.6 (nn_detect, the paper's
+// rule) blinks its colour kBlinkMs on and kBlinkMs off (visible, and short enough not to delay
+// the next press): kTrainBlinkCount times after a training step, kInferBlinkCount times after
+// an inference, as the paper's inference button does.
 constexpr uint32_t kBlinkMs = 150;
 constexpr uint8_t kTrainBlinkCount = 3;
 constexpr uint8_t kInferBlinkCount = 5;
