@@ -203,6 +203,9 @@ void test_usb() {
   fake::usb_dtr = true;
   g_hal.poll();
   check(g_hal.link_switched(), "usb", "a terminal opens the port: link_switched() (HELLO)");
+  const char* again = g_hal.take_notice();
+  check(again != nullptr && strncmp(again, "board: buttons", 14) == 0, "usb",
+        "and the boot report again (the new host missed it)");
 
   // Reads: one available() per block.
   for (int i = 0; i < 100; ++i) fake::usb_to_board.push_back(static_cast<uint8_t>(i));
@@ -230,8 +233,11 @@ void test_ble() {
   connect_ble(247);
   check(g_hal.link_switched() && !g_hal.link_switched(), "ble",
         "a central connects: link_switched() once");
+  const char* report = g_hal.take_notice();
   const char* n = g_hal.take_notice();
-  check(n != nullptr && strstr(n, "MTU 247") != nullptr, "ble", "notice: central connected, MTU 247");
+  check(report != nullptr && strncmp(report, "board:", 6) == 0 && n != nullptr &&
+            strstr(n, "MTU 247") != nullptr,
+        "ble", "notices: the boot report, then central connected, MTU 247");
   uint8_t w[kMaxFrameWire];
   std::vector<uint8_t> sent;
   for (uint16_t s = 0; s < 8; ++s) {

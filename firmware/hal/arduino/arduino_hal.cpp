@@ -353,6 +353,10 @@ void ArduinoHal::notice(const char* text) {
 }
 
 const char* ArduinoHal::take_notice() {
+  if (boot_report_pending_) {  // a new host missed the boot: the report follows its HELLO
+    boot_report_pending_ = false;
+    return boot_report_;
+  }
   if (!notice_pending_ && g_tx_dropped > 0 && g_tx.room() >= link::kMaxFrameWire) {
     Text t;
     t.str("link: ").u32(g_tx_dropped).str(" frames dropped, the host did not read them");
@@ -386,7 +390,10 @@ void ArduinoHal::check_transport() {
   if (now == Transport::kBle) g_ble_mtu = ble_mtu();
   const bool was_ble = g_transport == Transport::kBle;
   g_transport = now;
-  if (now != Transport::kNone) g_switched = true;
+  if (now != Transport::kNone) {
+    g_switched = true;
+    boot_report_pending_ = true;
+  }
   if (now == Transport::kBle) {
     Text t;
     t.str("ble: central connected, MTU ").u32(g_ble_mtu);

@@ -50,8 +50,9 @@ class ArduinoHal final : public Hal {
   void poll();
   // One line describing the boot (wiring, microphone, BLE name, link), for Device::report.
   const char* boot_report() const { return boot_report_; }
-  // A pending notice for the host's log (BLE connected with its MTU, frames dropped, the
-  // microphone restarted...), or nullptr. The sketch forwards it with Device::report.
+  // A pending notice for the host's log (the boot report again for a new host, BLE connected
+  // with its MTU, frames dropped, the microphone restarted...), or nullptr. The sketch
+  // forwards it with Device::report, one per loop.
   const char* take_notice();
   // The button wiring in use, and switching it at run time.
   ButtonWiring wiring() const { return wiring_; }
@@ -85,6 +86,7 @@ class ArduinoHal final : public Hal {
   char boot_report_[160] = {0};
   char notice_[120] = {0};
   bool notice_pending_ = false;
+  bool boot_report_pending_ = false;  // a new host gets the boot report again
 };
 
 }  // namespace tinyfed
