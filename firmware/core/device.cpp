@@ -357,7 +357,7 @@ void Device::on_set_params(const link::Frame& f) {
   local_steps_ = steps;
   Text t;
   t.str("params lr=").f32(lr).str(" momentum=").f32(momentum).str(" local_steps=").u32(steps);
-  log_line(LogLevel::kInfo, t.c_str(), false);
+  log_line(LogLevel::kInfo, t.c_str(), true);
   send_ack(f.seq, f.type);
 }
 
@@ -417,7 +417,7 @@ void Device::on_xfer_begin(const link::Frame& f) {
   Text t;
   t.str("transfer ").str(target_name(target)).str(" begins: ").u32(total).str(" bytes, meta ")
       .u32(meta);
-  log_line(LogLevel::kInfo, t.c_str(), false);
+  log_line(LogLevel::kInfo, t.c_str(), true);
   send_ack(f.seq, f.type);
 }
 
@@ -518,7 +518,7 @@ void Device::on_xfer_end(const link::Frame& f) {
       Text t;
       t.str("model of round ").u32(meta).str(" applied (crc 0x").hex(crc, 8)
           .str("); momentum reset");
-      log_line(LogLevel::kInfo, t.c_str(), false);
+      log_line(LogLevel::kInfo, t.c_str(), true);
       send_ack(f.seq, f.type);
       break;
     }
@@ -547,7 +547,7 @@ void Device::on_xfer_abort(const link::Frame& f) {
     t.str("transfer of ").str(target_name(xfer_.target)).str(" aborted by the host at ")
         .u32(xfer_.next).str(" bytes");
     close_transfer(true);
-    log_line(LogLevel::kInfo, t.c_str(), false);
+    log_line(LogLevel::kInfo, t.c_str(), true);
   }
   send_ack(f.seq, f.type);  // idempotent: aborting nothing is fine
 }
@@ -596,7 +596,7 @@ void Device::on_read(const link::Frame& f) {
 
 void Device::on_reset(const link::Frame& f) {
   send_ack(f.seq, f.type);
-  log_line(LogLevel::kInfo, "reset requested by the host: rebooting", false);
+  log_line(LogLevel::kInfo, "reset requested by the host: rebooting", true);
   // The reboot happens kResetDelayMs later, from poll(): the ACK must leave first.
   reset_pending_ = true;
   reset_ms_ = now_;
@@ -615,7 +615,7 @@ void Device::poll_buttons(uint32_t now) {
     // The infer button held long: releasing it now asks for a round instead of recording.
     round_request_ = true;
     set_leds(kLedRed | kLedGreen | kLedBlue | kLedBusy);
-    log_line(LogLevel::kInfo, "button D5 held: release to ask the gateway for a round", false);
+    log_line(LogLevel::kInfo, "button D5 held: release to ask the gateway for a round", true);
   }
   if (raw == btn_stable_ || now - btn_changed_ms_ < kDebounceMs) return;
   const uint8_t changed = static_cast<uint8_t>(raw ^ btn_stable_);
@@ -636,11 +636,11 @@ void Device::on_press(int button) {
       .str(") pressed");
   if (armed_ >= 0 || state_ != State::kIdle) {
     t.str("; ignored, board is ").str(state_name(state_));
-    log_line(LogLevel::kInfo, t.c_str(), false);
+    log_line(LogLevel::kInfo, t.c_str(), true);
     return;
   }
   t.str(": release to record one second");
-  log_line(LogLevel::kInfo, t.c_str(), false);
+  log_line(LogLevel::kInfo, t.c_str(), true);
   armed_ = button;
   armed_ms_ = now_;
   round_request_ = false;
@@ -661,7 +661,7 @@ void Device::on_release(int button) {
   }
   Text t;
   t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" released: recording one second");
-  log_line(LogLevel::kInfo, t.c_str(), false);
+  log_line(LogLevel::kInfo, t.c_str(), true);
   if (!hal_->mic_start(audio_, kRecordSamples)) {
     log_line(LogLevel::kError, "microphone failed to start: no recording (check the board's "
              "boot log)", true);
