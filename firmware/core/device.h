@@ -31,7 +31,7 @@
 namespace tinyfed {
 
 // Firmware version reported in HELLO (major, minor, patch); bump with every release.
-constexpr uint8_t kFwVersion[3] = {0, 1, 0};
+constexpr uint8_t kFwVersion[3] = {0, 2, 0};  // 0.2: RESET delay, round request, board HAL rework
 // Debounce interval: a level must be stable this long to count. 20 ms covers the bounce of
 // common tactile switches (typically < 10 ms) with margin and is far below a human press.
 constexpr uint32_t kDebounceMs = 20;
