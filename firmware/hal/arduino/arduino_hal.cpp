@@ -42,10 +42,11 @@ constexpr size_t kTxQueue = 2048;
 constexpr size_t kBleRxRing = 2048;
 // USB CDC full-speed bulk packet (USBCDC.h CDC_MAX_PACKET_SIZE): what one send_nb() takes.
 constexpr size_t kUsbPacket = 64;
-// BLE: ATT's default MTU (Bluetooth Core 5.x Vol 3 Part F 3.2.8) until the central asks for
-// more; a notification carries MTU - 3 bytes (ArduinoBLE's ATTClass::handleNotify truncates
-// longer values silently). The largest we use is 244 (MTU 247, what ArduinoBLE grants at most
-// with a 251-byte LE data length; spec.py MAX_FRAME_WIRE + 2 fits in one).
+// BLE: ATT's default MTU is 23 (Bluetooth Core spec, ATT_MTU default for LE) until the
+// central asks for more; a notification carries MTU - 3 bytes (ArduinoBLE's
+// ATTClass::handleNotify truncates longer values silently). Pieces are capped at 244 bytes
+// (MTU 247, the usual LE maximum; the characteristic's value size, and a full 242-byte frame
+// fits in one).
 constexpr uint16_t kAttDefaultMtu = 23;
 constexpr uint16_t kAttHeader = 3;
 constexpr int kBleValueBytes = 244;
@@ -53,9 +54,10 @@ constexpr int kBleValueBytes = 244;
 // controller's ACL buffers are full. A few per loop keep that wait short and let the buttons
 // and the USB port be served between them; at MTU 247 four carry ~1 KB per loop.
 constexpr int kBleNotifyPerLoop = 4;
-// Connection handles scanned for the MTU (ATT.mtu(handle) answers 23 for unknown handles). The
-// Cordio link layer numbers connections from 0 up to its maximum (a few); the board accepts
-// one central at a time.
+// Connection handles scanned for the MTU: ArduinoBLE exposes no handle of the connected
+// central, and ATT.mtu(handle) answers 23 for a handle with no peer. Cordio hands out small
+// handles from 0 (an assumption the hardware checklist verifies: README item 10); the board
+// accepts one central at a time.
 constexpr uint16_t kBleHandlesScanned = 8;
 // RESET: the core calls reboot() 250 ms after its ACK (core/device.h kResetDelayMs); here the
 // rest of the output gets this long to leave, and a central this long to see the disconnect.
