@@ -55,9 +55,10 @@ constexpr int kBleValueBytes = 244;
 // and the USB port be served between them; at MTU 247 four carry ~1 KB per loop.
 constexpr int kBleNotifyPerLoop = 4;
 // Connection handles scanned for the MTU: ArduinoBLE exposes no handle of the connected
-// central, and ATT.mtu(handle) answers 23 for a handle with no peer. Cordio hands out small
-// handles from 0 (an assumption the hardware checklist verifies: README item 10); the board
-// accepts one central at a time.
+// central, and ATT.mtu(handle) answers 23 for a handle with no peer. Cordio's link layer uses
+// the index of the connection's context as its handle (lctr_int_conn.h:
+// LCTR_GET_CONN_HANDLE(pCtx) = pCtx - pLctrConnTbl), below DM_CONN_MAX = 5 on this board (the
+// variant's mbed_config.h); 8 covers them. README checklist item 10 confirms it on hardware.
 constexpr uint16_t kBleHandlesScanned = 8;
 // RESET: the core calls reboot() 250 ms after its ACK (core/device.h kResetDelayMs); here the
 // rest of the output gets this long to leave, and a central this long to see the disconnect.
