@@ -208,7 +208,11 @@ void Device::poll() {
   // 0. RESET acknowledged: let the ACK leave, then reboot. Input meanwhile is dropped, as a
   // power cycle would lose it.
   if (reset_pending_) {
-    while (hal_->link_read(rx_chunk_, sizeof rx_chunk_) > 0) {
+    size_t dropped = 0;
+    while (dropped < kMaxRxPerPoll) {
+      const size_t n = hal_->link_read(rx_chunk_, sizeof rx_chunk_);
+      if (n == 0) break;
+      dropped += n;
     }
     if (now_ - reset_ms_ < kResetDelayMs) return;
     reset_pending_ = false;

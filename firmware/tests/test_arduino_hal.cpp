@@ -13,6 +13,8 @@
 //   buttons    both wirings, and the boot-time detection
 //   RESET      through the real Device: the ACK reaches the host (USB and BLE), BLE is
 //              disconnected, then NVIC_SystemReset
+//   sketch     hal/arduino/main.cpp's setup() and loop(): HELLO, then the boot report as a LOG
+//              (level error when the microphone is silent: begin()'s result is used)
 //
 //   test_arduino_hal [VECTORS_DIR]   (no vectors needed)
 #include <stdio.h>
@@ -25,6 +27,10 @@
 #include "check.h"
 #include "device.h"
 #include "link.h"
+
+// hal/arduino/main.cpp
+void setup();
+void loop();
 
 using namespace tinyfed;
 using namespace tinyfed::link;
@@ -385,6 +391,35 @@ void run_reset(bool over_ble) {
   }
 }
 
+void test_sketch() {
+  printf("the sketch: setup() and loop()\n");
+  fake::reset();  // a silent microphone, a USB host with the port open
+  setup();
+  for (int i = 0; i < 20; ++i) {
+    loop();
+    fake::now_ms += 1;
+  }
+  FrameParser p;
+  bool hello = false, report = false;
+  int hello_at = -1, report_at = -1, idx = 0;
+  for (uint8_t b : fake::usb_received) {
+    if (p.push(b) != FrameParser::Event::kFrame) continue;
+    const Frame& f = p.frame();
+    if (f.type == static_cast<uint8_t>(MsgType::kHello)) {
+      hello = true;
+      hello_at = idx;
+    }
+    if (f.type == static_cast<uint8_t>(MsgType::kLog) && f.length > 7 &&
+        memcmp(f.payload + 1, "board: ", 7) == 0) {
+      report = f.payload[0] == static_cast<uint8_t>(LogLevel::kError);
+      report_at = idx;
+    }
+    ++idx;
+  }
+  check(hello && report && hello_at < report_at, "sketch",
+        "boot: HELLO, then LOG error \"board: ... microphone started but SILENT ...\"");
+}
+
 }  // namespace
 
 int main(int, char**) {
@@ -395,6 +430,7 @@ int main(int, char**) {
   test_buttons();
   run_reset(false);
   run_reset(true);
+  test_sketch();
   printf("test_arduino_hal: %d checks, %d failed: %s\n", g_checks, g_failures,
          g_failures ? "FAIL" : "ok");
   return g_failures ? 1 : 0;
