@@ -189,7 +189,6 @@ Status Device::begin(Hal* hal, const DeviceConfig& config) {
   blink_ms_ = 0;
   state_sent_ = 0xFF;
   leds_sent_ = 0xFF;
-  restarted_ = true;
   hal_->set_leds(0);
   Text t;
   t.str("boot id=").hex(boot_id_, 8).str(" seed=").u32(config.seed).str(" pipeline=")
@@ -203,7 +202,6 @@ Status Device::begin(Hal* hal, const DeviceConfig& config) {
 void Device::poll() {
   if (hal_ == nullptr) return;
   now_ = hal_->millis();
-  restarted_ = false;
 
   // 0. RESET acknowledged: let the ACK leave, then reboot. Input meanwhile is dropped, as a
   // power cycle would lose it.

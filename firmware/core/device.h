@@ -226,7 +226,6 @@ class Device {
   uint32_t now_ = 0;        // hal millis() at the start of this poll
   uint8_t state_sent_ = 0xFF;  // state|leds last reported in a STATE frame (0xFF: never)
   uint8_t leds_sent_ = 0xFF;
-  bool restarted_ = false;  // begin() ran inside this poll (RESET): drop the rest of the input
 };
 
 }  // namespace tinyfed
