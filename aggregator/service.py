@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +66,9 @@ SESSION_EXPIRY_S = 86_400  #: the broker keeps our queued updates this long whil
 INBOUND_WINDOW = 64
 #: How long the first message of a batch waits for others to share its commit (an fsync).
 BATCH_WINDOW_S = 0.01
+#: closed rounds' update blobs are deleted only after this long without a message: deleting
+#: 10,000 (420 MB of pages) costs ~1-3 s of CPU, which must not slow a round that is filling
+PRUNE_IDLE_S = 0.5
 STATUS_MIN_INTERVAL_S = 1.0  #: the retained status is republished at most this often
 #: Rejection receipts per worker: a token bucket of this burst, refilled at this rate per
 #: second. A flood of bad uploads then costs a bounded outgoing queue; a gateway whose
@@ -187,6 +191,8 @@ class AggregatorService:
         self._refusals = Throttle()
         self.receipts_skipped = 0  #: rejection receipts not sent (flood control)
         self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
+        self._prune = True  # closed rounds' update blobs may be left to delete (from a crash)
+        self._last_message = -1e9  # when the last batch of messages was handled (clock)
 
     # ------------------------------------------------------------------ paho thread
 
@@ -301,6 +307,16 @@ class AggregatorService:
             self._publish_global(now, repair=True)
         self._tick(now)
         self._publish_status_if_due(now)
+        if self._prune and now - self._last_message >= PRUNE_IDLE_S and self._events.empty():
+            self._prune_some()
+
+    def _prune_some(self) -> None:
+        """Delete up to 1,000 closed rounds' update blobs (~0.1 s), while nothing arrives."""
+        try:
+            self._prune = self.store.prune_updates() > 0
+        except sqlite3.Error as exc:  # tried again after the next round closes
+            log.warning("could not delete closed rounds' updates yet: %s", exc)
+            self._prune = False
 
     def _tick(self, now: float) -> None:
         """Let time pass; a round that cannot be closed is logged and tried again later."""
@@ -348,6 +364,7 @@ class AggregatorService:
 
     def _messages(self, batch: list[_Message], now: float) -> None:
         """Decide ``batch`` in one store transaction, then acknowledge and publish."""
+        self._last_message = now
         decided: list[Decision] = []
         with self.store.batch():
             for m in batch:
@@ -356,6 +373,17 @@ class AggregatorService:
         # broker delivers the messages again and the machine judges them again.
         for m in batch:
             self.client.ack(m.mid, m.qos)
+        accepted = [d.round for d in decided if isinstance(d, Accepted)]
+        if accepted:  # one line per commit, not per update (10,000 lines a round at scale)
+            machine = self.machine
+            log.info(
+                "round %d: accepted %d update(s)%s",
+                accepted[-1],
+                len(accepted),
+                f", {len(machine.reported)} of {len(machine.expected)} in"
+                if machine.round == accepted[-1]
+                else " (it has closed)",
+            )
         self._announce(decided)
 
     def _isolated(self, m: _Message, now: float) -> list[Decision]:
@@ -458,7 +486,7 @@ class AggregatorService:
         for d in decisions:
             if isinstance(d, Accepted):
                 self.store.accept(d)
-                log.info(
+                log.debug(
                     "round %d: accepted %s upload %s (%d steps, weight %g)",
                     d.round,
                     d.update.worker_id,
@@ -490,6 +518,7 @@ class AggregatorService:
                 self._publish_global(d.event.time)
                 self._publish_round(d.event)
                 self._status_dirty = True
+                self._prune = True
             elif isinstance(d, RoundFailed):
                 self._publish_round(d.event)
                 self._status_dirty = True

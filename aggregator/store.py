@@ -8,8 +8,11 @@ batch: one synced commit for all of them, and only then are they acknowledged), 
 * an accepted update writes its ``participants`` row and its parameters (``updates``) together;
   ``UNIQUE(round, worker_id)`` and ``UNIQUE(round, upload_id)`` make a second count impossible
   even if the code above were wrong;
-* closing a round writes the new global model, the round's outcome and metrics, opens the next
-  round and deletes the closed round's update parameters, all at once;
+* closing a round writes the new global model, the round's outcome and metrics and opens the
+  next round, all at once; the closed round's update parameters are deleted afterwards, a few
+  hundred per transaction while the service is idle (:meth:`Store.prune_updates`): freeing
+  10,000 updates' pages took ~3 s, which had sat between the last upload and the new global
+  model. Left-over parameters of closed rounds are never read (replay reads the open round's).
 * a failed attempt records its outcome and opens the next attempt.
 
 The open round's accepted updates are stored whole (41,868 bytes each) rather than as a
@@ -304,11 +307,24 @@ class Store:
         """Record a closed round and its new global model, and open the next round, at once."""
         with self._tx() as db:
             self._insert_global(db, d.model, d.velocity)
-            db.execute(
-                "DELETE FROM updates WHERE seq IN (SELECT seq FROM participants WHERE round = ?)",
-                (d.event.round,),
-            )
             self._finish(db, d)
+
+    def prune_updates(self, limit: int = 1000) -> int:
+        """Delete up to ``limit`` update parameter blobs of closed rounds (one transaction);
+        returns how many were deleted (0: nothing left to prune).
+
+        Rounds are sequential, so every closed round's update has a lower ``seq`` than any of
+        the open round's: the blobs go in ``seq`` order, a range of the table's own key.
+        """
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM updates WHERE seq IN (SELECT seq FROM updates WHERE seq < "
+                "COALESCE((SELECT MIN(seq) FROM participants "
+                "WHERE round >= (SELECT MAX(round) FROM globals)), "
+                "(SELECT MAX(seq) + 1 FROM participants), 0) LIMIT ?)",
+                (limit,),
+            )
+            return max(0, cur.rowcount)
 
     def fail_round(self, d: RoundFailed) -> None:
         """Record a failed attempt and open the next attempt, at once."""
@@ -454,6 +470,7 @@ class Store:
         return dict(rows.fetchall())
 
     def stored_updates(self) -> int:
-        """How many update parameter blobs the database holds (only the open round's)."""
+        """How many update parameter blobs the database holds (the open round's, and closed
+        rounds' until :meth:`prune_updates` has deleted them)."""
         (n,) = self._db.execute("SELECT COUNT(*) FROM updates").fetchone()
         return int(n)

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import resource
@@ -296,10 +297,11 @@ def main(args: argparse.Namespace) -> int:
     last = {f.workers: f for f in figures}  # the last round of each size
     small, big = last[sizes[0]], last[sizes[-1]]
     growth = big.cpu_s / small.cpu_s if small.cpu_s > 0 else float("nan")
-    if len(sizes) > 1:
+    for w0, w1 in itertools.pairwise(sizes):  # each step (fixed costs weigh at small W)
+        c0, c1 = last[w0].cpu_s, last[w1].cpu_s
         print(
-            f"aggregator CPU per round grows {growth:.1f}x from {small.workers:,} to "
-            f"{big.workers:,} workers ({big.workers / small.workers:.0f}x the fleet)"
+            f"aggregator CPU per round grows {c1 / c0 if c0 > 0 else float('nan'):.1f}x from "
+            f"{w0:,} to {w1:,} workers ({w1 / w0:.0f}x the fleet)"
         )
     print(
         " ".join(

@@ -519,7 +519,7 @@ class Uplink:
         if not payload:
             return
         try:
-            s = contract.decode_aggregator_status(payload)
+            s = contract.decode_aggregator_status(payload, lists=False)
         except ContractError as exc:
             log.warning("ignored an unreadable aggregator status: %s", exc)
             return

@@ -13,7 +13,7 @@
 extern "C" {
 extern uint32_t _data_load, _data_start, _data_end, _bss_start, _bss_end, _stack_top;
 void Reset_Handler();
-void Default_Handler() {
+__attribute__((noreturn)) void Default_Handler() {
   for (;;) {
   }
 }

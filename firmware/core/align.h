@@ -23,7 +23,7 @@
 
 namespace tinyfed {
 
-// One second at the board's 16 kHz PDM rate (DESIGN.md section 2).
+// One second at the board's 16 kHz PDM rate (the paper's recordings; core/mfcc.h).
 constexpr uint32_t kAlignSamples = 16000;
 // 10 ms blocks: fine enough against the MFCC's 20 ms frames, few enough for a cheap floor.
 constexpr uint32_t kAlignBlock = 160;

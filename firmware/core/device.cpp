@@ -107,6 +107,13 @@ int32_t first_non_finite(const uint8_t* p, uint32_t n) {
   return -1;
 }
 
+// What each button does, for log lines (README "Wiring").
+const char* button_role(int button) {
+  static const char* const kRoles[kButtons] = {"train keyword 1", "train keyword 2",
+                                               "train keyword 3", "infer"};
+  return kRoles[button];
+}
+
 uint8_t colour_of(int button) {
   static constexpr uint8_t kColours[kButtons] = {kLedRed, kLedGreen, kLedBlue,
                                                  kLedRed | kLedGreen | kLedBlue};
@@ -167,6 +174,13 @@ Status Device::begin(Hal* hal, const DeviceConfig& config) {
   btn_raw_ = btn_stable_ = static_cast<uint8_t>(hal_->buttons() & 0x0F);  // held at boot: no press
   btn_changed_ms_ = now_;
   armed_ = -1;
+  armed_ms_ = 0;
+  round_request_ = false;
+  record_ms_ = 0;
+  upload_ms_ = 0;
+  upload_seen_ = false;
+  reset_pending_ = false;
+  reset_ms_ = 0;
   pending_ = Pending::kNone;
   pending_label_ = link::kNoClass;
   pending_ref_seq_ = 0;
@@ -175,7 +189,6 @@ Status Device::begin(Hal* hal, const DeviceConfig& config) {
   blink_ms_ = 0;
   state_sent_ = 0xFF;
   leds_sent_ = 0xFF;
-  restarted_ = true;
   hal_->set_leds(0);
   Text t;
   t.str("boot id=").hex(boot_id_, 8).str(" seed=").u32(config.seed).str(" pipeline=")
@@ -189,7 +202,23 @@ Status Device::begin(Hal* hal, const DeviceConfig& config) {
 void Device::poll() {
   if (hal_ == nullptr) return;
   now_ = hal_->millis();
-  restarted_ = false;
+
+  // 0. RESET acknowledged: let the ACK leave, then reboot. Input meanwhile is dropped, as a
+  // power cycle would lose it.
+  if (reset_pending_) {
+    size_t dropped = 0;
+    while (dropped < kMaxRxPerPoll) {
+      const size_t n = hal_->link_read(rx_chunk_, sizeof rx_chunk_);
+      if (n == 0) break;
+      dropped += n;
+    }
+    if (now_ - reset_ms_ < kResetDelayMs) return;
+    reset_pending_ = false;
+    hal_->reboot();        // does not return on hardware
+    begin(hal_, config_);  // a host HAL returns: re-initialise in place, like a power cycle
+    return;
+  }
+  if (hal_->link_switched()) link_switched();
 
   // 1. Link input: whole frames are handled as they complete.
   size_t taken = 0;
@@ -201,7 +230,7 @@ void Device::poll() {
       const link::FrameParser::Event ev = parser_.push(rx_chunk_[i]);
       if (ev == link::FrameParser::Event::kFrame) {
         handle_frame(parser_.frame());
-        if (restarted_) return;  // RESET: like a power cycle, the rest of the input is lost
+        if (reset_pending_) return;  // RESET: like a power cycle, the rest of the input is lost
       } else if (ev == link::FrameParser::Event::kError) {
         const ErrorCode code = parser_.error();
         const char* text = "bad frame";
@@ -231,6 +260,15 @@ void Device::poll() {
   poll_buttons(now_);
   if (state_ == State::kRecording && hal_->mic_done()) {
     set_state(State::kComputing);  // computed at the next poll, once STATE is out
+  } else if (state_ == State::kRecording && now_ - record_ms_ > kRecordTimeoutMs) {
+    hal_->mic_stop();
+    pending_ = Pending::kNone;
+    Text t;
+    t.str("microphone delivered no full recording in ").u32(kRecordTimeoutMs)
+        .str(" ms; recording abandoned, board idle again");
+    set_leds(0);
+    set_state(State::kIdle);
+    log_line(LogLevel::kError, t.c_str(), true);
   } else if (state_ == State::kComputing && pending_ != Pending::kNone) {
     const Pending p = pending_;
     pending_ = Pending::kNone;
@@ -241,7 +279,26 @@ void Device::poll() {
   // 4. Outputs that take several polls.
   poll_read();
   poll_blink(now_);
+  poll_idle_leds();
   flush_state();
+}
+
+void Device::link_switched() {
+  // Another host on another transport: nothing of the old host's half-received frame, READ or
+  // transfer may leak into the new conversation.
+  parser_.reset();
+  read_left_ = 0;
+  if (xfer_.open) {
+    Text t;
+    t.str("link switched to another host: transfer of ").str(target_name(xfer_.target))
+        .str(" abandoned at ").u32(xfer_.next).str(" bytes");
+    close_transfer(true);
+    log_line(LogLevel::kWarn, t.c_str(), true);
+  } else {
+    log_line(LogLevel::kInfo, "link switched to another host", false);
+  }
+  send_hello();  // the new host missed the boot HELLO
+  state_sent_ = 0xFF;  // and the current STATE
 }
 
 // ---------------------------------------------------------------------------- link input
@@ -302,7 +359,7 @@ void Device::on_set_params(const link::Frame& f) {
   local_steps_ = steps;
   Text t;
   t.str("params lr=").f32(lr).str(" momentum=").f32(momentum).str(" local_steps=").u32(steps);
-  log_line(LogLevel::kInfo, t.c_str(), false);
+  log_line(LogLevel::kInfo, t.c_str(), true);
   send_ack(f.seq, f.type);
 }
 
@@ -358,10 +415,11 @@ void Device::on_xfer_begin(const link::Frame& f) {
     memset(velocity_, 0, sizeof velocity_);
   }
   set_state(State::kReceiving);
+  set_leds(kLedBusy);  // the built-in LED while a transfer runs (the paper's exchange LED)
   Text t;
   t.str("transfer ").str(target_name(target)).str(" begins: ").u32(total).str(" bytes, meta ")
       .u32(meta);
-  log_line(LogLevel::kInfo, t.c_str(), false);
+  log_line(LogLevel::kInfo, t.c_str(), true);
   send_ack(f.seq, f.type);
 }
 
@@ -462,7 +520,7 @@ void Device::on_xfer_end(const link::Frame& f) {
       Text t;
       t.str("model of round ").u32(meta).str(" applied (crc 0x").hex(crc, 8)
           .str("); momentum reset");
-      log_line(LogLevel::kInfo, t.c_str(), false);
+      log_line(LogLevel::kInfo, t.c_str(), true);
       send_ack(f.seq, f.type);
       break;
     }
@@ -491,7 +549,7 @@ void Device::on_xfer_abort(const link::Frame& f) {
     t.str("transfer of ").str(target_name(xfer_.target)).str(" aborted by the host at ")
         .u32(xfer_.next).str(" bytes");
     close_transfer(true);
-    log_line(LogLevel::kInfo, t.c_str(), false);
+    log_line(LogLevel::kInfo, t.c_str(), true);
   }
   send_ack(f.seq, f.type);  // idempotent: aborting nothing is fine
 }
@@ -501,10 +559,15 @@ void Device::close_transfer(bool failed) {
     memset(velocity_, 0, sizeof velocity_);  // the staging leftovers are not a momentum
   }
   xfer_.open = false;
-  if (state_ == State::kReceiving) set_state(State::kIdle);
+  if (state_ == State::kReceiving) {
+    set_leds(0);
+    set_state(State::kIdle);
+  }
 }
 
 void Device::on_get_model(const link::Frame& f) {
+  upload_ms_ = now_;
+  upload_seen_ = true;
   uint8_t* p = tx_payload_;
   link::put_u16(p, msg::ModelInfo::kRefSeq, f.seq);
   link::put_u32(p, msg::ModelInfo::kTotalLen, kModelBytes);
@@ -526,6 +589,8 @@ void Device::on_read(const link::Frame& f) {
     send_error(f.seq, ErrorCode::kBadArgument, t.c_str());
     return;
   }
+  upload_ms_ = now_;
+  upload_seen_ = true;
   read_offset_ = offset;  // a new READ replaces one still being answered
   read_left_ = count;
   poll_read();
@@ -533,9 +598,11 @@ void Device::on_read(const link::Frame& f) {
 
 void Device::on_reset(const link::Frame& f) {
   send_ack(f.seq, f.type);
-  log_line(LogLevel::kInfo, "reset requested by the host", false);
-  hal_->reboot();  // does not return on hardware
-  begin(hal_, config_);  // a host HAL returns: re-initialise in place, like a power cycle
+  log_line(LogLevel::kInfo, "reset requested by the host: rebooting", true);
+  // The reboot happens kResetDelayMs later, from poll(): the ACK must leave first.
+  reset_pending_ = true;
+  reset_ms_ = now_;
+  read_left_ = 0;
 }
 
 // ---------------------------------------------------------------------------- buttons etc.
@@ -545,6 +612,12 @@ void Device::poll_buttons(uint32_t now) {
   if (raw != btn_raw_) {
     btn_raw_ = raw;
     btn_changed_ms_ = now;
+  }
+  if (armed_ == 3 && !round_request_ && now - armed_ms_ >= kRoundRequestHoldMs) {
+    // The infer button held long: releasing it now asks for a round instead of recording.
+    round_request_ = true;
+    set_leds(kLedRed | kLedGreen | kLedBlue | kLedBusy);
+    log_line(LogLevel::kInfo, "button D5 held: release to ask the gateway for a round", true);
   }
   if (raw == btn_stable_ || now - btn_changed_ms_ < kDebounceMs) return;
   const uint8_t changed = static_cast<uint8_t>(raw ^ btn_stable_);
@@ -561,14 +634,18 @@ void Device::poll_buttons(uint32_t now) {
 
 void Device::on_press(int button) {
   Text t;
-  t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" pressed");
+  t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" (").str(button_role(button))
+      .str(") pressed");
   if (armed_ >= 0 || state_ != State::kIdle) {
     t.str("; ignored, board is ").str(state_name(state_));
-    log_line(LogLevel::kInfo, t.c_str(), false);
+    log_line(LogLevel::kInfo, t.c_str(), true);
     return;
   }
-  log_line(LogLevel::kInfo, t.c_str(), false);
+  t.str(": release to record one second");
+  log_line(LogLevel::kInfo, t.c_str(), true);
   armed_ = button;
+  armed_ms_ = now_;
+  round_request_ = false;
   blink_left_ = 0;
   set_state(State::kArmed);
   set_leds(colour_of(button));
@@ -577,11 +654,19 @@ void Device::on_press(int button) {
 void Device::on_release(int button) {
   if (button != armed_) return;
   armed_ = -1;
+  if (round_request_) {
+    round_request_ = false;
+    set_leds(0);
+    set_state(State::kIdle);
+    request_round(now_ - armed_ms_);
+    return;
+  }
   Text t;
-  t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" released: recording");
-  log_line(LogLevel::kInfo, t.c_str(), false);
+  t.str("button D").u32(static_cast<uint32_t>(button + 2)).str(" released: recording one second");
+  log_line(LogLevel::kInfo, t.c_str(), true);
   if (!hal_->mic_start(audio_, kRecordSamples)) {
-    log_line(LogLevel::kError, "microphone failed to start", true);
+    log_line(LogLevel::kError, "microphone failed to start: no recording (check the board's "
+             "boot log)", true);
     set_leds(0);
     set_state(State::kIdle);
     return;
@@ -589,8 +674,20 @@ void Device::on_release(int button) {
   pending_ = Pending::kButton;
   pending_label_ = button < kOutputs ? static_cast<uint8_t>(button) : link::kNoClass;
   pending_ref_seq_ = 0;
+  record_ms_ = now_;
   set_state(State::kRecording);
   set_leds(kLedBusy);
+}
+
+void Device::request_round(uint32_t held_ms) {
+  // LOG, level info, text "event round_request button=D5 held_ms=N round=R steps=S": the
+  // gateway matches the prefix kRoundRequestEvent and may start a federated round for all
+  // boards (README "Ask for a round now"). Acknowledged on the board by two white blinks.
+  Text t;
+  t.str(kRoundRequestEvent).str(" button=D5 held_ms=").u32(held_ms).str(" round=")
+      .u32(model_round_).str(" steps=").u32(steps_since_global_);
+  log_line(LogLevel::kInfo, t.c_str(), true);
+  start_blink(kLedRed | kLedGreen | kLedBlue, 2);
 }
 
 void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_audio) {
@@ -663,12 +760,17 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
   t.str(" outputs=").f32(outputs[0]).str(",").f32(outputs[1]).str(",").f32(outputs[2])
       .str(" source=").str(source == Source::kHost ? "host" : "button");
   log_line(LogLevel::kInfo, t.c_str(), false);
-  if (detected >= 0) start_blink(colour_of(detected));
+  // The paper: the class whose output is highest and above 0.6 (nn_detect) shows its colour;
+  // its inference button blinks it five times. Nothing above 0.6: no colour.
+  if (detected >= 0) start_blink(colour_of(detected), train ? kTrainBlinkCount : kInferBlinkCount);
 }
 
 void Device::poll_read() {
   uint16_t sent = 0;
-  while (read_left_ > 0 && sent < kReadChunksPerPoll) {
+  // Only while the link takes a whole frame now: a slow link delays the upload, it does not
+  // lose chunks (Hal::link_room).
+  while (read_left_ > 0 && sent < kReadChunksPerPoll &&
+         hal_->link_room() >= link::kMaxFrameWire) {
     const uint32_t n32 = kModelBytes - read_offset_;
     const size_t n = n32 < link::kChunkBytes ? n32 : link::kChunkBytes;
     uint8_t* p = tx_payload_;
@@ -683,9 +785,9 @@ void Device::poll_read() {
   }
 }
 
-void Device::start_blink(uint8_t leds) {
+void Device::start_blink(uint8_t leds, uint8_t count) {
   blink_leds_ = leds;
-  blink_left_ = 2 * kBlinkCount;  // half-periods: on, off, on, off, ...
+  blink_left_ = static_cast<uint8_t>(2 * count);  // half-periods: on, off, on, off, ...
   blink_ms_ = now_;
   set_leds(leds);
 }
@@ -696,6 +798,14 @@ void Device::poll_blink(uint32_t now) {
   --blink_left_;
   const bool on = blink_left_ > 0 && (blink_left_ % 2) == 0;
   set_leds(on ? blink_leds_ : 0);
+}
+
+void Device::poll_idle_leds() {
+  // In IDLE with no result blinking, the built-in LED shows an upload in progress.
+  if (state_ != State::kIdle || armed_ >= 0 || blink_left_ != 0) return;
+  const bool uploading = read_left_ > 0 || (upload_seen_ && now_ - upload_ms_ < kUploadLedHoldMs);
+  if (!uploading) upload_seen_ = false;
+  set_leds(uploading ? kLedBusy : 0);
 }
 
 void Device::set_state(State s) {

@@ -31,22 +31,44 @@
 namespace tinyfed {
 
 // Firmware version reported in HELLO (major, minor, patch); bump with every release.
-constexpr uint8_t kFwVersion[3] = {0, 1, 0};
+constexpr uint8_t kFwVersion[3] = {0, 2, 0};  // 0.2: RESET delay, round request, board HAL rework
 // Debounce interval: a level must be stable this long to count. 20 ms covers the bounce of
 // common tactile switches (typically < 10 ms) with margin and is far below a human press.
 constexpr uint32_t kDebounceMs = 20;
-// One recording: one second at 16 kHz (DESIGN.md section 2).
+// One recording: one second at 16 kHz, the paper's keyword length (docs/numerics.md: the MFCC
+// takes exactly 16,000 samples).
 constexpr size_t kRecordSamples = 16000;
 static_assert(kRecordSamples == static_cast<size_t>(kAudioSamples), "MFCC input is 1 s");
-// The paper's experiments run 10 local steps per round (DESIGN.md section 2).
+// The paper's experiments run 10 local steps per round (the gateway may SET_PARAMS another).
 constexpr uint16_t kDefaultLocalSteps = 10;
 // A transfer with no frame for link::kXferTimeoutMs (link_spec.h) is abandoned: a gateway that
 // vanished must not keep the board in RECEIVING forever.
 using link::kXferTimeoutMs;
-// Result display: the recognised class blinks its colour kBlinkCount times, kBlinkMs on and
-// kBlinkMs off (visible, and short enough not to delay the next press).
+// Result display: the class whose output is highest and above 0.6 (nn_detect, the paper's
+// rule) blinks its colour kBlinkMs on and kBlinkMs off (visible, and short enough not to delay
+// the next press): kTrainBlinkCount times after a training step, kInferBlinkCount times after
+// an inference, as the paper's inference button does.
 constexpr uint32_t kBlinkMs = 150;
-constexpr uint8_t kBlinkCount = 3;
+constexpr uint8_t kTrainBlinkCount = 3;
+constexpr uint8_t kInferBlinkCount = 5;
+// A recording that has not delivered its 16,000 samples after this long is abandoned (a dead
+// or stopped microphone must not keep the board in RECORDING): three times the one second it
+// needs; the board's PDM delivers 4,096-byte blocks, i.e. 128 ms late at most.
+constexpr uint32_t kRecordTimeoutMs = 3000;
+// RESET: the ACK is written, then the board waits this long before Hal::reboot() so that the
+// ACK leaves over USB and over BLE (a notification goes out at the next connection event;
+// centrals use intervals of 7.5-50 ms, so 250 ms covers several). Input meanwhile is dropped.
+constexpr uint32_t kResetDelayMs = 250;
+// The built-in LED also lights while a model transfers: during a download (RECEIVING), and
+// during an upload for this long after the last GET_MODEL/READ (a host reads a window, then
+// asks again after one round trip, so the LED stays on steadily through a whole upload).
+constexpr uint32_t kUploadLedHoldMs = 300;
+// Asking for a round from the board: holding the infer button (D5) this long, then releasing
+// it, records nothing and sends LOG "event round_request ..." (README "Ask for a round now").
+// Three seconds is well beyond a normal press (the paper's users hold a button for < 1 s).
+constexpr uint32_t kRoundRequestHoldMs = 3000;
+// The LOG text that starts a round request (the gateway matches this prefix).
+constexpr const char* kRoundRequestEvent = "event round_request";
 // Sizes of the transfer targets (spec.py XferTarget): the model, 650 float32 features, and
 // one second of int16 audio.
 constexpr uint32_t kModelBytes = static_cast<uint32_t>(kParams) * 4;        // 41,868
@@ -73,6 +95,10 @@ class Device {
 
   // One step of the main loop: link input, buttons, recording, computation, outputs.
   void poll();
+
+  // A log line from the port (e.g. the board's boot diagnostics: microphone, BLE, button
+  // wiring): to the HAL's log and as a LOG frame to the host.
+  void report(LogLevel level, const char* text) { log_line(level, text, true); }
 
   // Read-only views for ports and tests.
   link::State state() const { return state_; }
@@ -131,9 +157,12 @@ class Device {
   void compute(uint8_t label, link::Source source, uint16_t ref_seq, bool from_audio);
   void poll_read();
   void poll_blink(uint32_t now);
+  void poll_idle_leds();
+  void link_switched();
+  void request_round(uint32_t held_ms);
   void set_state(link::State s);
   void set_leds(uint8_t leds);
-  void start_blink(uint8_t leds);
+  void start_blink(uint8_t leds, uint8_t count);
   void flush_state();
 
   // Outputs.
@@ -179,6 +208,13 @@ class Device {
   uint8_t btn_stable_ = 0;
   uint32_t btn_changed_ms_ = 0;
   int armed_ = -1;
+  uint32_t armed_ms_ = 0;      // when the held button was pressed
+  bool round_request_ = false;  // D5 held past kRoundRequestHoldMs: release asks for a round
+  uint32_t record_ms_ = 0;     // when the recording started
+  uint32_t upload_ms_ = 0;     // last GET_MODEL/READ (the upload LED)
+  bool upload_seen_ = false;
+  bool reset_pending_ = false;  // RESET acknowledged; reboot at reset_ms_ + kResetDelayMs
+  uint32_t reset_ms_ = 0;
   // The sample waiting to be computed.
   Pending pending_ = Pending::kNone;
   uint8_t pending_label_ = link::kNoClass;
@@ -190,7 +226,6 @@ class Device {
   uint32_t now_ = 0;        // hal millis() at the start of this poll
   uint8_t state_sent_ = 0xFF;  // state|leds last reported in a STATE frame (0xFF: never)
   uint8_t leds_sent_ = 0xFF;
-  bool restarted_ = false;  // begin() ran inside this poll (RESET): drop the rest of the input
 };
 
 }  // namespace tinyfed

@@ -1,4 +1,4 @@
-// 256-point real FFT for the MFCC front end (shared/MFCC.md stage 4).
+// 256-point real FFT for the MFCC front end (MFCC stage 4, docs/numerics.md).
 //
 // Radix-2, in place, no allocation. The 256 real samples are transformed as a 128-point
 // complex FFT of (x[2n] + i x[2n+1]) followed by the usual split into the real spectrum.
@@ -12,7 +12,7 @@
 
 namespace tinyfed {
 
-constexpr int kFftLength = 256;                 // MFCC.md: FFT length 256
+constexpr int kFftLength = 256;                 // MFCC spec: FFT length 256
 constexpr int kFftBins = kFftLength / 2 + 1;    // 129 bins, k = 0..128
 constexpr int kSinTableSize = kFftLength / 4 + 1;  // sin(2*pi*k/256), k = 0..64
 

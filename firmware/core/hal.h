@@ -13,7 +13,8 @@
 
 namespace tinyfed {
 
-// Buttons, as bits of Hal::buttons(): the paper's D2..D5 (DESIGN.md section 2).
+// Buttons, as bits of Hal::buttons(): the paper's four push-buttons on D2..D5, three to train
+// one keyword each and one to classify (firmware/README.md "Wiring").
 constexpr uint8_t kButtonD2 = 1u << 0;  // train keyword 1 (LED red)
 constexpr uint8_t kButtonD3 = 1u << 1;  // train keyword 2 (LED green)
 constexpr uint8_t kButtonD4 = 1u << 2;  // train keyword 3 (LED blue)
@@ -25,6 +26,9 @@ constexpr uint8_t kLedRed = 1u << 0;
 constexpr uint8_t kLedGreen = 1u << 1;
 constexpr uint8_t kLedBlue = 1u << 2;
 constexpr uint8_t kLedBusy = 1u << 3;  // the built-in (orange) LED
+
+// Hal::link_room() of a link without output back-pressure.
+constexpr size_t kLinkRoomUnlimited = static_cast<size_t>(-1);
 
 enum class LogLevel : uint8_t { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
 
@@ -40,6 +44,17 @@ class Hal {
   virtual size_t link_read(uint8_t* buf, size_t cap) = 0;
   virtual void link_write(const uint8_t* data, size_t n) = 0;
 
+  // Bytes the link's output queue takes now without dropping: link_write() of a frame no
+  // longer than this is sent. The core sends bulk output (READ's MODEL_CHUNK frames) only
+  // while a whole frame fits, so a slow link (BLE at the default MTU, a host that stopped
+  // reading) slows an upload down instead of losing chunks. Default: no limit known.
+  virtual size_t link_room() { return kLinkRoomUnlimited; }
+
+  // True once after the HAL switched to another transport (USB serial <-> BLE): bytes of the
+  // old host's half-received frame must not be glued to the new host's first frame. The core
+  // then resets its frame parser, stops a READ, abandons an open transfer and sends HELLO.
+  virtual bool link_switched() { return false; }
+
   // Raw button levels: bit set = pressed now (kButtonD2..kButtonD5). No debouncing here; the
   // core debounces (device.h, kDebounceMs).
   virtual uint8_t buttons() = 0;
@@ -52,6 +67,10 @@ class Hal {
   // are in. mic_start returns false if the microphone cannot start (the core reports it).
   virtual bool mic_start(int16_t* buf, size_t n) = 0;
   virtual bool mic_done() = 0;
+  // The core gave up on a recording (no data within kRecordTimeoutMs, device.h): stop writing
+  // into buf (it is reused as the staging area of host samples) and, if the HAL can, restart
+  // the microphone so that the next recording has a chance.
+  virtual void mic_stop() {}
 
   // A random 32-bit number (the boot id): the nRF52840's RNG on the board.
   virtual uint32_t random32() = 0;
@@ -65,8 +84,10 @@ class Hal {
   // A human-readable log line (NUL-terminated, no newline): serial console, file, stderr...
   virtual void log(LogLevel level, const char* text) = 0;
 
-  // Restart the board. On hardware this does not return (NVIC_SystemReset). A host HAL may
-  // return; the core then re-initialises itself in place, like a power cycle.
+  // Restart the board. The core calls it kResetDelayMs (device.h) after it wrote RESET's ACK,
+  // so that the ACK has left; the HAL may still drain its output and close the link cleanly
+  // (BLE: disconnect) before resetting. On hardware this does not return (NVIC_SystemReset).
+  // A host HAL may return; the core then re-initialises itself in place, like a power cycle.
   virtual void reboot() = 0;
 
  protected:

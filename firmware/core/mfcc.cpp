@@ -1,4 +1,4 @@
-// Edge Impulse MFCC v2 as in shared/MFCC.md: see mfcc.h.
+// Edge Impulse MFCC v2 as docs/numerics.md specifies (stages 1-11): see mfcc.h.
 #include "mfcc.h"
 
 #include <math.h>
@@ -10,7 +10,7 @@ namespace tinyfed {
 namespace {
 
 constexpr uint32_t kMfccMagic = 0x4d464343u;  // "MFCC": marks an initialised workspace
-constexpr float kPowerScale = 1.0f / kFftLength;  // MFCC.md stage 4: |X|^2 / 256 (exact)
+constexpr float kPowerScale = 1.0f / kFftLength;  // MFCC stage 4: |X|^2 / 256 (exact)
 
 }  // namespace
 
@@ -50,7 +50,7 @@ Status mfcc_preemphasis(const int16_t* audio, int start, int count, float* out) 
   }
   for (int i = 0; i < count; ++i) {
     const int n = start + i;
-    const int prev = (n == 0) ? kAudioSamples - 1 : n - 1;  // circular history (MFCC.md 2)
+    const int prev = (n == 0) ? kAudioSamples - 1 : n - 1;  // circular history (MFCC stage 2)
     const float x = static_cast<float>(audio[n]) * kAudioScale;
     const float xp = static_cast<float>(audio[prev]) * kAudioScale;
     out[i] = x - kPreemphasis * xp;
@@ -62,7 +62,7 @@ Status mfcc_power_spectrum(float* frame, float* power) {
   if (frame == nullptr || power == nullptr) return Status::kBadArgument;
   const Status s = rfft256(frame);
   if (!ok(s)) return s;
-  // MFCC.md: P = |X|^2 / 256 in float32. (The original takes |X| = sqrt in double, stores it
+  // MFCC spec: P = |X|^2 / 256 in float32. (The original takes |X| = sqrt in double, stores it
   // as a float and squares that; this differs by at most 1 ulp, and a double sqrt is software
   // on the M4F. See docs/numerics.md.)
   power[0] = frame[0] * frame[0] * kPowerScale;

@@ -1,4 +1,4 @@
-// The paper's features: Edge Impulse MFCC (version 2) exactly as shared/MFCC.md specifies,
+// The paper's features: Edge Impulse MFCC (version 2) exactly as docs/numerics.md specifies,
 // stages 1-11, float32, computed frame by frame in a small caller-provided workspace.
 //
 // Typical use (the device):
@@ -18,23 +18,23 @@
 
 namespace tinyfed {
 
-constexpr int kSampleRate = 16000;    // MFCC.md: sample rate 16 kHz
-constexpr int kAudioSamples = 16000;  // MFCC.md: input 16,000 int16 samples (1 s)
-constexpr int kFrameLength = 320;     // MFCC.md: frame length 0.02 s * 16 kHz, stride the same
-constexpr int kFrames = 50;           // MFCC.md stage 3: 16,000 / 320 frames, no padding
-constexpr int kCoeffs = 13;           // MFCC.md: 13 cepstral coefficients
-constexpr int kFeatures = kFrames * kCoeffs;  // 650 (MFCC.md stage 11, DESIGN.md section 2)
-constexpr int kMelFilters = 32;       // MFCC.md: 32 filters
-constexpr int kMelEdges = kMelFilters + 2;  // 34 edge points (MFCC.md stage 6)
-constexpr int kNormWindow = 101;      // MFCC.md stage 10: normalisation window 101 frames
+constexpr int kSampleRate = 16000;    // MFCC spec: sample rate 16 kHz
+constexpr int kAudioSamples = 16000;  // MFCC spec: input 16,000 int16 samples (1 s)
+constexpr int kFrameLength = 320;     // MFCC spec: frame length 0.02 s * 16 kHz, stride the same
+constexpr int kFrames = 50;           // MFCC stage 3: 16,000 / 320 frames, no padding
+constexpr int kCoeffs = 13;           // MFCC spec: 13 cepstral coefficients
+constexpr int kFeatures = kFrames * kCoeffs;  // 650 (MFCC stage 11; the paper's 13 x 50)
+constexpr int kMelFilters = 32;       // MFCC spec: 32 filters
+constexpr int kMelEdges = kMelFilters + 2;  // 34 edge points (MFCC stage 6)
+constexpr int kNormWindow = 101;      // MFCC stage 10: normalisation window 101 frames
 constexpr int kNormPad = (kNormWindow - 1) / 2;  // 50 rows of symmetric padding each side
 constexpr int kNormColumn = kFrames + 2 * kNormPad;  // 150: one padded column (stage 10)
-constexpr float kPreemphasis = 0.98f;  // MFCC.md stage 2 (float32, bit-exact with the vectors)
-constexpr float kAudioScale = 1.0f / 32768.0f;  // MFCC.md stage 1 (exact power of two)
-constexpr float kFltEpsilon = 1.1920929e-07f;   // MFCC.md stages 5, 6, 10: FLT_EPSILON
-constexpr float kDctScale = 0.25f;    // MFCC.md stage 8: orthonormal DCT-II, sqrt(2/32) for k>0
+constexpr float kPreemphasis = 0.98f;  // MFCC stage 2 (float32, bit-exact with the vectors)
+constexpr float kAudioScale = 1.0f / 32768.0f;  // MFCC stage 1 (exact power of two)
+constexpr float kFltEpsilon = 1.1920929e-07f;   // MFCC stages 5, 6, 10: FLT_EPSILON
+constexpr float kDctScale = 0.25f;    // MFCC stage 8: orthonormal DCT-II, sqrt(2/32) for k>0
 
-// MFCC.md stage 6: FFT bin of each of the 34 mel edge points (floor(130 * hz / 16000), the
+// MFCC stage 6: FFT bin of each of the 34 mel edge points (floor(130 * hz / 16000), the
 // speechpy "bins + 1" quirk). tests/test_vectors.cpp recomputes them from the mel formula and
 // checks the whole 32x129 matrix they imply against vectors/mfcc/filterbank.f32.
 constexpr uint8_t kMelEdgeBins[kMelEdges] = {2,  2,  3,  4,  4,  5,  6,  7,  8,  8,  9,  11,
@@ -91,7 +91,7 @@ Status mfcc_mel_energies(const float* power, float* mel);
 float mfcc_filter_weight(int m, int k);
 
 // Natural log as the original computes it: Edge Impulse's fast polynomial ln (max error
-// 1.6e-5 against the exact ln, MFCC.md stage 7), reproduced bit for bit. For a > 0 finite.
+// 1.6e-5 against the exact ln, MFCC stage 7), reproduced bit for bit. For a > 0 finite.
 float mfcc_ln(float a);
 
 // Stage 7: log_mel[m] = mfcc_ln(mel[m]); log_mel may alias mel.

@@ -16,7 +16,7 @@
 
 namespace tinyfed {
 
-constexpr int kInputs = 650;  // 13 MFCC coefficients x 50 frames (DESIGN.md section 2)
+constexpr int kInputs = 650;  // 13 MFCC coefficients x 50 frames (the paper's network, 650-16-3)
 constexpr int kHidden = 16;   // the paper's hidden layer
 constexpr int kOutputs = 3;   // three keywords (or two keywords and silence), the paper
 constexpr int kHiddenParams = (kInputs + 1) * kHidden;   // 10,416 (vectors/README.md)

@@ -2,6 +2,10 @@
 // bad frames give the right ERROR and change nothing; a model download is applied only after
 // its CRC-32 verifies; corrupted, incomplete, aborted or timed-out downloads leave the weights
 // untouched; host samples and button presses train and emit LOSS; READ returns the model.
+// The board's failure modes as HAL fakes: a link that takes no more output (READ waits, loses
+// nothing), a transport switch mid-frame (resync), a microphone that never delivers or does
+// not start (no lock in RECORDING), RESET (the ACK leaves before the reboot). And the user's
+// side: transfer LED, the inference blink, the long press that asks for a round.
 //
 //   test_device [VECTORS_DIR]    (the vectors are not needed; make test passes them anyway)
 #include <math.h>
@@ -51,6 +55,13 @@ class FakeHal final : public Hal {
   const int16_t* mic_clip = nullptr;
   uint32_t next_random = 0x1234u;
   int reboots = 0;
+  size_t out_at_reboot = 0;  // frames written before the last reboot()
+  bool mic_fails = false;    // mic_start() refuses
+  int mic_starts = 0, mic_stops = 0;
+  size_t room = kLinkRoomUnlimited;  // link_room(); each written frame uses its bytes
+  bool switched = false;             // link_switched() reports this once
+  uint8_t led_history[4096];
+  size_t led_changes = 0;
 
   void inject(const uint8_t* data, size_t n) {
     memcpy(rx + rx_len, data, n);
@@ -78,7 +89,20 @@ class FakeHal final : public Hal {
     if (rx_pos == rx_len) rx_pos = rx_len = 0;
     return n;
   }
+  size_t link_room() override { return room; }
+  bool link_switched() override {
+    const bool s = switched;
+    switched = false;
+    return s;
+  }
   void link_write(const uint8_t* data, size_t n) override {
+    if (room != kLinkRoomUnlimited) {
+      if (n > room) {
+        ++dropped;
+        return;  // dropped whole, as a full queue does
+      }
+      room -= n;
+    }
     for (size_t i = 0; i < n; ++i) {
       const FrameParser::Event ev = out_parser.push(data[i]);
       if (ev == FrameParser::Event::kFrame && out_count < kOutCap) {
@@ -93,8 +117,19 @@ class FakeHal final : public Hal {
     }
   }
   uint8_t buttons() override { return buttons_now; }
-  void set_leds(uint8_t leds) override { leds_now = leds; }
+  void set_leds(uint8_t leds) override {
+    leds_now = leds;
+    if (led_changes < sizeof led_history) led_history[led_changes++] = leds;
+  }
+  // How often the LEDs were switched to exactly `leds` since the history was cleared.
+  int times_lit(uint8_t leds) const {
+    int n = 0;
+    for (size_t i = 0; i < led_changes; ++i) n += led_history[i] == leds;
+    return n;
+  }
   bool mic_start(int16_t* buf, size_t n) override {
+    ++mic_starts;
+    if (mic_fails) return false;
     if (mic_clip != nullptr) memcpy(buf, mic_clip, n * sizeof *buf);
     mic_buf = buf;
     recording = true;
@@ -102,13 +137,21 @@ class FakeHal final : public Hal {
     return true;
   }
   bool mic_done() override { return mic_finished; }
+  void mic_stop() override {
+    ++mic_stops;
+    recording = false;
+  }
+  int dropped = 0;
   uint32_t random32() override { return next_random++; }
   void board_id(uint8_t o[8]) override {
     for (int i = 0; i < 8; ++i) o[i] = static_cast<uint8_t>(0xB0 + i);
   }
   uint8_t hello_flags() override { return 1; }
   void log(LogLevel, const char*) override {}
-  void reboot() override { ++reboots; }
+  void reboot() override {
+    ++reboots;
+    out_at_reboot = out_count;
+  }
 };
 
 FakeHal g_hal;
@@ -562,13 +605,21 @@ void test_params_and_model_upload() {
   g_hal.clear_out();
   const uint32_t old_boot = g_dev.boot_id();
   const uint16_t sr = send(MsgType::kReset, nullptr, 0);
+  send(MsgType::kHelloReq, nullptr, 0);  // input after RESET is lost, as in a power cycle
+  run(1);
+  check(acked(sr, MsgType::kReset) && g_hal.reboots == 0 && g_hal.count(MsgType::kHello) == 0,
+        "reset", "RESET -> ACK first; no reboot yet, the rest of the input dropped");
+  g_hal.now += kResetDelayMs / 2;
+  run(1);
+  check(g_hal.reboots == 0, "reset", "still no reboot before kResetDelayMs (the ACK leaves)");
+  g_hal.now += kResetDelayMs;
   run(1);
   float fresh[kParams];
   nn_init_params(fresh, kDefaultSeed);
   const OutFrame* h = g_hal.find(MsgType::kHello);
-  check(acked(sr, MsgType::kReset) && g_hal.reboots == 1 && h != nullptr &&
+  check(g_hal.reboots == 1 && g_hal.out_at_reboot >= 1 && h != nullptr &&
             get_u32(h->payload, msg::Hello::kBootId) != old_boot,
-        "reset", "RESET -> ACK, reboot, HELLO with a new boot id");
+        "reset", "then reboot() (the ACK written before it), HELLO with a new boot id");
   check(memcmp(fresh, g_dev.params(), sizeof fresh) == 0 && g_dev.total_steps() == 0 &&
             g_dev.lr() == 0.3f && g_dev.model_round() == 0,
         "reset", "after RESET: the fresh seeded model, counters and defaults");
@@ -619,6 +670,196 @@ void test_buttons() {
   check(g_hal.leds_now == 0, "leds", "the result blink ends with the LEDs off");
 }
 
+// Presses button `b` (a kButtonD* bit) for `hold_ms`, then releases it.
+void press(uint8_t b, uint32_t hold_ms) {
+  g_hal.buttons_now = b;
+  for (uint32_t t = 0; t < hold_ms; t += 10) run(1, 10);
+  g_hal.buttons_now = 0;
+  run(4, 10);
+}
+
+const OutFrame* find_log(const char* prefix) {
+  for (size_t i = 0; i < g_hal.out_count; ++i) {
+    const OutFrame& f = g_hal.out[i];
+    if (f.type != static_cast<uint8_t>(MsgType::kLog)) continue;
+    const size_t n = strlen(prefix);
+    if (f.length >= msg::Log::kFixedSize + n &&
+        memcmp(f.payload + msg::Log::kFixedSize, prefix, n) == 0) {
+      return &f;
+    }
+  }
+  return nullptr;
+}
+
+void test_dead_microphone() {
+  printf("a microphone that never delivers, or does not start\n");
+  g_hal.clear_out();
+  g_hal.mic_finished = false;
+  const int stops = g_hal.mic_stops;
+  press(kButtonD2, 50);
+  check(g_dev.state() == State::kRecording, "mic", "released: RECORDING");
+  g_hal.now += kRecordTimeoutMs - 200;
+  run(1);
+  check(g_dev.state() == State::kRecording, "mic", "still RECORDING before the timeout");
+  g_hal.now += 400;
+  run(2);
+  const OutFrame* l = find_log("microphone delivered no full recording");
+  check(g_dev.state() == State::kIdle && g_hal.mic_stops == stops + 1 && l != nullptr &&
+            l->payload[msg::Log::kLevel] == static_cast<uint8_t>(LogLevel::kError) &&
+            g_hal.leds_now == 0,
+        "mic", "no data for kRecordTimeoutMs: mic_stop(), LOG error, IDLE, LEDs off");
+  const uint32_t steps = g_dev.total_steps();
+  g_hal.mic_fails = true;
+  g_hal.clear_out();
+  press(kButtonD3, 50);
+  check(g_dev.state() == State::kIdle && find_log("microphone failed to start") != nullptr &&
+            g_dev.total_steps() == steps,
+        "mic", "mic_start() refused: LOG error, IDLE at once, no training step");
+  g_hal.mic_fails = false;
+  press(kButtonD3, 50);
+  g_hal.mic_finished = true;
+  run(3);
+  check(g_dev.total_steps() == steps + 1, "mic", "a working microphone afterwards trains again");
+  run(20, 100);
+}
+
+void test_back_pressure() {
+  printf("a link that takes no more output: READ waits, loses nothing\n");
+  g_hal.clear_out();
+  g_hal.room = 0;
+  g_hal.dropped = 0;
+  uint8_t r[msg::Read::kFixedSize];
+  put_u32(r, msg::Read::kOffset, 0);
+  put_u8(r, msg::Read::kCount, 20);
+  send(MsgType::kRead, r, sizeof r);
+  run(5);
+  check(g_hal.count(MsgType::kModelChunk) == 0 && g_dev.output_pending(), "room",
+        "no room: no MODEL_CHUNK, the READ stays pending");
+  uint32_t expect = 0;
+  bool in_order = true;
+  for (int i = 0; i < 40 && g_dev.output_pending(); ++i) {
+    g_hal.room = kMaxFrameWire + 10;  // one frame per poll, as a slow BLE link drains
+    run(1);
+  }
+  for (size_t i = 0; i < g_hal.out_count; ++i) {
+    const OutFrame& f = g_hal.out[i];
+    if (f.type != static_cast<uint8_t>(MsgType::kModelChunk)) continue;
+    in_order = in_order && get_u32(f.payload, 0) == expect;
+    expect += f.length - 4u;
+  }
+  check(g_hal.count(MsgType::kModelChunk) == 20 && in_order, "room",
+        "one frame of room per poll: all 20 chunks, in order (none dropped)");
+  g_hal.room = kLinkRoomUnlimited;
+}
+
+void test_link_switch() {
+  printf("switching transports mid-frame: resync\n");
+  make_model(0.25f);
+  begin_xfer(XferTarget::kModel, kModelBytes, crc32(g_model, kModelBytes), 9);
+  run(1);
+  chunk(g_model, 0, kChunkBytes);
+  // Half of a frame from the old host, then the switch.
+  uint8_t wire[kMaxFrameWire];
+  uint8_t p[msg::Read::kFixedSize] = {0, 0, 0, 0, 1};
+  const size_t w = encode_frame(static_cast<uint8_t>(MsgType::kRead), 7, p, sizeof p, wire,
+                                sizeof wire);
+  g_hal.inject(wire, w / 2);
+  run(1);
+  g_hal.clear_out();
+  g_hal.switched = true;
+  const uint16_t s = send(MsgType::kHelloReq, nullptr, 0);
+  run(2);
+  (void)s;
+  check(g_hal.count(MsgType::kError) == 0 && g_hal.count(MsgType::kHello) == 2 &&
+            g_hal.count(MsgType::kModelChunk) == 0,
+        "switch", "old host's half frame discarded: no ERROR, HELLO on switch and on HELLO_REQ");
+  check(!g_dev.transfer_open() && g_dev.state() == State::kIdle &&
+            find_log("link switched to another host: transfer") != nullptr,
+        "switch", "the old host's open transfer is abandoned (LOG warning)");
+}
+
+void test_transfer_led() {
+  printf("LED while a model transfers\n");
+  make_model(0.5f);
+  run(2, kUploadLedHoldMs);  // the previous tests' READs are long past
+  g_hal.led_changes = 0;
+  begin_xfer(XferTarget::kModel, kModelBytes, crc32(g_model, kModelBytes), 11);
+  run(1);
+  check(g_hal.leds_now == kLedBusy && g_dev.state() == State::kReceiving, "led",
+        "download: built-in LED on while RECEIVING");
+  send_chunks(g_model, 0, kModelBytes);
+  send(MsgType::kXferEnd, nullptr, 0);
+  run(1);
+  check(g_hal.leds_now == 0 && g_dev.model_round() == 11, "led", "download applied: LED off");
+  send(MsgType::kGetModel, nullptr, 0);
+  run(1);
+  uint8_t r[msg::Read::kFixedSize];
+  put_u32(r, msg::Read::kOffset, 0);
+  put_u8(r, msg::Read::kCount, 8);
+  send(MsgType::kRead, r, sizeof r);
+  run(1);
+  check(g_hal.leds_now == kLedBusy, "led", "upload: LED on during GET_MODEL/READ");
+  g_hal.now += kUploadLedHoldMs / 2;
+  run(1);
+  check(g_hal.leds_now == kLedBusy, "led", "and between two READs (one round trip)");
+  g_hal.now += kUploadLedHoldMs;
+  run(1);
+  check(g_hal.leds_now == 0, "led", "off kUploadLedHoldMs after the last READ");
+}
+
+void test_infer_blink() {
+  printf("the inference result as the paper shows it\n");
+  // A model whose output layer says "class 1" whatever the input: all weights 0, output
+  // biases -5, +5, -5 (sigmoid: 0.007, 0.993, 0.007).
+  memset(g_model, 0, sizeof g_model);
+  put_f32(g_model, 4 * (kParams - 3), -5.0f);
+  put_f32(g_model, 4 * (kParams - 2), 5.0f);
+  put_f32(g_model, 4 * (kParams - 1), -5.0f);
+  begin_xfer(XferTarget::kModel, kModelBytes, crc32(g_model, kModelBytes), 12);
+  run(1);
+  send_chunks(g_model, 0, kModelBytes);
+  send(MsgType::kXferEnd, nullptr, 0);
+  run(2, kUploadLedHoldMs);
+  g_hal.clear_out();
+  g_hal.mic_finished = false;
+  press(kButtonD5, 50);
+  g_hal.led_changes = 0;
+  g_hal.mic_finished = true;
+  run(3);
+  const OutFrame* inf = g_hal.find(MsgType::kInfer);
+  check(inf != nullptr, "infer", "D5: INFER sent");
+  if (inf == nullptr) return;
+  run(40, 50);
+  check(inf->payload[msg::Infer::kPrediction] == 1 && g_hal.times_lit(kLedGreen) == kInferBlinkCount &&
+            g_hal.times_lit(kLedRed) == 0 && g_hal.leds_now == 0,
+        "infer", "class 1 above 0.6: green blinks 5 times (the paper's inference button), then off");
+}
+
+void test_round_request() {
+  printf("a person asks for a round: hold D5 3 s\n");
+  g_hal.clear_out();
+  const int starts = g_hal.mic_starts;
+  g_hal.buttons_now = kButtonD5;
+  for (uint32_t t = 0; t < kRoundRequestHoldMs + 100; t += 50) run(1, 50);
+  check(g_hal.leds_now == (kLedRed | kLedGreen | kLedBlue | kLedBusy), "round",
+        "held past 3 s: all LEDs on (release now)");
+  g_hal.buttons_now = 0;
+  run(4, 10);
+  const OutFrame* l = find_log(kRoundRequestEvent);
+  check(l != nullptr && l->payload[msg::Log::kLevel] == static_cast<uint8_t>(LogLevel::kInfo),
+        "round", "released: LOG info \"event round_request ...\"");
+  check(g_hal.mic_starts == starts && g_dev.state() == State::kIdle, "round",
+        "no recording; IDLE");
+  run(20, 100);
+  g_hal.clear_out();
+  press(kButtonD5, 200);
+  check(find_log(kRoundRequestEvent) == nullptr && g_dev.state() == State::kRecording, "round",
+        "a short D5 press still records for inference");
+  g_hal.mic_finished = true;
+  run(3);
+  run(40, 50);
+}
+
 }  // namespace
 
 int main(int, char**) {
@@ -635,6 +876,12 @@ int main(int, char**) {
   test_host_sample();
   test_params_and_model_upload();
   test_buttons();
+  test_dead_microphone();
+  test_back_pressure();
+  test_link_switch();
+  test_transfer_led();
+  test_infer_blink();
+  test_round_request();
   check(g_hal.out_errors == 0, "wire", "every frame the board sent decodes");
   printf("test_device: %d checks, %d failed: %s\n", g_checks, g_failures,
          g_failures ? "FAIL" : "ok");

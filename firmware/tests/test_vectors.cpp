@@ -4,7 +4,7 @@
 //   test_vectors VECTORS_DIR       (make -C firmware test passes the absolute ../vectors)
 //
 // Prints one line per check (max error and tolerance) and a summary; exits 0 only if every
-// check passes. MFCC tolerances follow shared/MFCC.md; nn tolerances vectors/README.md.
+// check passes. MFCC tolerances follow docs/numerics.md ("Tolerances"); nn tolerances vectors/README.md.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -158,7 +158,7 @@ void test_fft() {
 
 void test_ln() {
   printf("ln\n");
-  // MFCC.md stage 7: the original's fast ln has a max error of 1.6e-5 (absolute).
+  // MFCC stage 7: the original's fast ln has a max error of 1.6e-5 (absolute).
   double err = 0.0;
   for (float a = kFltEpsilon; a < 1e12f; a *= 1.0001f) {
     err = fmax(err, fabs(static_cast<double>(mfcc_ln(a)) - log(static_cast<double>(a))));
@@ -168,7 +168,7 @@ void test_ln() {
 
 void test_filterbank() {
   printf("filterbank\n");
-  // Edge bins from the mel formula (MFCC.md stage 6), in double.
+  // Edge bins from the mel formula (MFCC stage 6), in double.
   const double mel_lo = 1127.0 * log(1.0 + 300.0 / 700.0);
   const double mel_hi = 1127.0 * log(1.0 + 8000.0 / 700.0);
   int bad_bins = 0;
@@ -254,7 +254,7 @@ void test_signal(const char* sig, double feature_tol, bool edge_case) {
     info("pipeline", "10-11 features", fe, "abs");
     check_true("pipeline", "10-11 features all finite", all_finite(g_got.features, kFeatures));
   } else {
-    check("pipeline", "10-11 FEATURES (MFCC.md tol)", fe, feature_tol, "abs");
+    check("pipeline", "10-11 FEATURES (MFCC spec tol)", fe, feature_tol, "abs");
   }
 
   // Each stage alone, fed with the reference output of the stage before.
@@ -468,7 +468,7 @@ int main(int argc, char** argv) {
   test_fft();
   test_ln();
   test_filterbank();
-  // MFCC.md tolerances on the features: 1e-4 (noise, silence), 3e-4 (sine, chirp).
+  // The MFCC spec's tolerances on the features: 1e-4 (noise, silence), 3e-4 (sine, chirp).
   test_signal("white_noise", 1e-4, false);
   test_signal("silence_tiny_noise", 1e-4, false);
   test_signal("sine1k_noise", 3e-4, false);

@@ -205,6 +205,16 @@ def observer(broker: Mosquitto, fleet: str) -> Iterator[Observer]:
     obs.close()
 
 
+def wait_until(check: Callable[[], bool]) -> bool:
+    """Poll ``check`` until it holds (True) or WAIT_S has passed (False)."""
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_all_workers_report_and_every_board_can_catch_up(
     broker: Mosquitto, fleet: str, observer: Observer, tmp_path: Path
 ) -> None:
@@ -220,6 +230,7 @@ def test_all_workers_report_and_every_board_can_catch_up(
         b.send(b.update(pb, steps=4))
         g1 = observer.global_model(1)
         event = observer.round_event(0)
+        pruned = wait_until(lambda: Store(tmp_path / "agg.db").stored_updates() == 0)
     late = Observer(broker.url, topics)  # a board that boots after the round
     retained = late.global_model(1)
     late.close()
@@ -233,6 +244,7 @@ def test_all_workers_report_and_every_board_can_catch_up(
     assert [(p.worker_id, p.weight) for p in event.participants] == [("a", 10.0), ("b", 4.0)]
     assert event.global_sha256 == g1.sha256 == retained.sha256
     assert event.loss_mean == pytest.approx(0.3)
+    assert pruned, "the closed round's update blobs were not deleted while the service idled"
 
 
 def test_dropped_worker_round_closes_at_timeout_with_quorum(

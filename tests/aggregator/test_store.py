@@ -138,13 +138,18 @@ def test_closing_a_round_stores_its_global_and_drops_its_update_blobs(tmp_path: 
     g1, _ = agg.store.global_model()
     assert g1.round == 1
     np.testing.assert_allclose(g1.params, vec(2.0))
-    assert agg.store.stored_updates() == 0
+    assert agg.store.stored_updates() == 3  # deleted later, off the path to the new model
     assert [p.worker_id for p in agg.store.participants(0)] == ["a", "b", "c"]
     assert agg.store.rounds() == [(0, 1, "closed"), (1, 1, None)]
     assert agg.store.metrics(0)["participants"] == 3
     snap = agg.store.load()
     assert snap is not None
-    assert (snap.current.round, snap.counted) == (1, ())
+    assert (snap.current.round, snap.counted) == (1, ())  # closed rounds' blobs are not read
+    agg.feed(update("a", 4.0, base=1), T0 + 3)  # the open round's update stays
+    assert agg.store.prune_updates(limit=2) == 2
+    assert agg.store.prune_updates() == 1
+    assert agg.store.prune_updates() == 0
+    assert agg.store.stored_updates() == 1
 
 
 def test_failed_attempt_is_recorded_and_the_retry_keeps_its_updates(tmp_path: Path) -> None:

@@ -219,14 +219,17 @@ def reader(updates: list[tuple[np.ndarray, float]]) -> UpdateSource:
 
 
 def test_median_clipping_reads_back_only_the_bin_that_holds_the_median() -> None:
-    # Prepare: 40 updates of norms 1.0 .. 4.9 in one direction each, plus one of norm 1e6
+    # Prepare: 40 updates of norms 1.0000 .. 1.0039 (clustered, as real updates' norms are:
+    # several share each bin) in one direction each, plus two far ones
     rng = np.random.default_rng(3)
     updates: list[tuple[np.ndarray, float]] = []
     for k in range(40):
         d = rng.normal(0, 1, 50)
-        updates.append(((d * (1 + k / 10) / np.linalg.norm(d)).astype(np.float32), 1.0 + k % 3))
-    d = rng.normal(0, 1, 50)
-    updates.append(((d * 1e6 / np.linalg.norm(d)).astype(np.float32), 1.0))
+        norm = 1 + k / 10_000
+        updates.append(((d * norm / np.linalg.norm(d)).astype(np.float32), 1.0 + k % 3))
+    for far in (1e6, 2e6, 3e6):  # 43 updates: the median is the lowest norm of a bin
+        d = rng.normal(0, 1, 50)
+        updates.append(((d * far / np.linalg.norm(d)).astype(np.float32), 1.0))
     source = reader(updates)
     base = np.zeros(50, np.float32)
     agg = RoundAggregate(Strategy("fedavg", clip_median=True), base, source)
@@ -240,8 +243,9 @@ def test_median_clipping_reads_back_only_the_bin_that_holds_the_median() -> None
     for x, w in updates:
         held.add(x, w)
     np.testing.assert_allclose(result.params, held.finish(None).params, rtol=1e-5, atol=1e-6)
-    assert result.clip == pytest.approx(float(np.median([1 + k / 10 for k in range(40)] + [1e6])))
-    assert 0 < len(source.reads) <= 8, source.reads  # type: ignore[attr-defined]
+    norms = [1 + k / 10_000 for k in range(40)] + [1e6, 2e6, 3e6]
+    assert result.clip == pytest.approx(float(np.median(norms)), rel=1e-6)
+    assert 0 < len(source.reads) <= 12, source.reads  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("with_source", [False, True])

@@ -438,6 +438,20 @@ def test_counts_are_never_below_the_lists() -> None:
         contract.decode_aggregator_status(b'{"v":1,"state":"online","reported":[""]}')
 
 
+def test_a_gateway_reads_the_status_without_its_lists() -> None:
+    s = contract.AggregatorStatus(
+        "online", round=3, attempt=1, expected=("a", "b"), reported=("a",), expected_count=5
+    )
+    lean = contract.decode_aggregator_status(contract.encode_aggregator_status(s), lists=False)
+    assert (lean.state, lean.round, lean.attempt) == ("online", 3, 1)
+    assert (lean.expected, lean.reported) == ((), ())
+    assert (lean.expected_count, lean.reported_count) == (5, 1)
+    bad_list = b'{"v":1,"state":"online","round":2,"reported":[""]}'
+    assert contract.decode_aggregator_status(bad_list, lists=False).round == 2
+    with pytest.raises(ContractError, match="'state'"):  # the fields it returns are checked
+        contract.decode_aggregator_status(b'{"v":1,"state":"banana"}', lists=False)
+
+
 # ----------------------------------------------------------------------------- bounded payloads
 
 N_HUGE = 100_000

@@ -7,8 +7,11 @@
 //
 //   make -C firmware arduino-sketch     # -> firmware/build/arduino/tinyfed/{tinyfed.ino,src/}
 //
-// Libraries: ArduinoBLE (Library Manager). Board: "Arduino Nano 33 BLE" (Arduino Mbed OS Nano
-// Boards). PlatformIO users run `pio run -d firmware -t upload` instead.
+// Libraries: ArduinoBLE 2.0.1 (Library Manager). Board: "Arduino Nano 33 BLE" (Arduino Mbed OS
+// Nano Boards). PlatformIO users run `pio run -d firmware -t upload` instead.
+// Button wiring (README "Wiring"): buttons to GND by default; for the paper's breadboard
+// (buttons to 3.3 V with pull-down resistors) set TINYFED_BUTTON_WIRING to 1 at the top of
+// src/hal/arduino/arduino_hal.h in the sketch folder (a #define here would not reach it).
 // The libraries are named here too so that every Arduino IDE version finds them.
 #include <ArduinoBLE.h>
 #include <PDM.h>

@@ -1,6 +1,6 @@
 // The board's setup() and loop(): the portable core over the Arduino HAL. The sketch
 // (arduino/tinyfed/tinyfed.ino) is only a placeholder for the Arduino IDE; PlatformIO builds
-// this file directly (platformio.ini). NOT compiled by CI.
+// this file directly (platformio.ini).
 #include <Arduino.h>
 
 #include "../../core/device.h"
@@ -16,7 +16,9 @@ tinyfed::Device g_device;
 }  // namespace
 
 void setup() {
-  g_hal.begin();
+  // The HAL reads the boot id before BLE starts, and reports what did not start; the board
+  // runs anyway (a dead microphone only disables recording: Device logs each attempt).
+  const bool hal_ok = g_hal.begin();
   tinyfed::DeviceConfig config;  // the paper's defaults; the gateway may SET_PARAMS later
   if (!tinyfed::ok(g_device.begin(&g_hal, config))) {
     // Cannot happen with the default config; blink red forever so it is visible.
@@ -27,9 +29,13 @@ void setup() {
       delay(200);
     }
   }
+  g_device.report(hal_ok ? tinyfed::LogLevel::kInfo : tinyfed::LogLevel::kError,
+                  g_hal.boot_report());
 }
 
 void loop() {
-  g_hal.poll();    // BLE events
-  g_device.poll();  // link, buttons, recording, training: never blocks
+  g_hal.poll();     // BLE events, transport switches, queued output (never waits)
+  g_device.poll();  // link, buttons, recording, training
+  const char* notice = g_hal.take_notice();
+  if (notice != nullptr) g_device.report(tinyfed::LogLevel::kInfo, notice);
 }

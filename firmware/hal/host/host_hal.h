@@ -52,6 +52,8 @@ class HostHal final : public Hal {
   uint32_t millis() override;
   size_t link_read(uint8_t* buf, size_t cap) override;
   void link_write(const uint8_t* data, size_t n) override;
+  // Free room in the TX backlog: READ waits for it instead of losing chunks.
+  size_t link_room() override { return kTxBacklogMax - tx_backlog_.size(); }
   uint8_t buttons() override { return buttons_; }
   void set_leds(uint8_t leds) override;
   bool mic_start(int16_t* buf, size_t n) override;

@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   std::string script_path, log_path, symlink_path;
   uint8_t board_id[8];
   bool have_board_id = false;
-  uint32_t record_ms = 1000;  // one second at 16 kHz (DESIGN.md section 2)
+  uint32_t record_ms = 1000;  // one second at 16 kHz, like the board (core/device.h kRecordSamples)
   tinyfed::DeviceConfig config;
 
   for (int i = 1; i < argc; ++i) {
@@ -271,7 +271,10 @@ int main(int argc, char** argv) {
     pfd.events = POLLIN;
     if (use_pty && hal.tx_pending()) pfd.events |= POLLOUT;
     pfd.revents = 0;
-    const int wait_ms = device.output_pending() ? 0 : kLoopMs;  // a READ in progress: no idling
+    // A READ in progress: no idling, unless the backlog is full (the host stopped reading;
+    // POLLOUT wakes us when it reads again).
+    const bool can_send = hal.link_room() >= tinyfed::link::kMaxFrameWire;
+    const int wait_ms = device.output_pending() && can_send ? 0 : kLoopMs;
     if (!hal.link_eof()) poll(&pfd, 1, wait_ms);
     else poll(nullptr, 0, wait_ms);
     user.poll(hal, device);

@@ -74,6 +74,9 @@ std::string load_script(const std::string& path, Script* script) {
       }
       a.clip = script->clips.size();
       script->clips.push_back(samples);
+    } else if (words[0] == "request" && words.size() == 2 && words[1] == "round") {
+      a.kind = Action::Kind::kRequestRound;
+      a.button = 3;  // D5, held past kRoundRequestHoldMs
     } else if (words[0] == "wait" && words.size() == 2 && words[1] == "model") {
       a.kind = Action::Kind::kWaitModel;
     } else if (words[0] == "wait" || words[0] == "pace" || words[0] == "hold") {
@@ -90,8 +93,13 @@ std::string load_script(const std::string& path, Script* script) {
               " ms debounce";
         break;
       }
+      if (a.kind == Action::Kind::kHold && a.ms >= kRoundRequestHoldMs) {
+        err = where + "hold must be shorter than " + std::to_string(kRoundRequestHoldMs) +
+              " ms (holding D5 that long asks for a round: use `request round`)";
+        break;
+      }
     } else {
-      err = where + "unknown command '" + words[0] + "' (press, wait, pace, hold)";
+      err = where + "unknown command '" + words[0] + "' (press, wait, pace, hold, request round)";
       break;
     }
     script->actions.push_back(a);
@@ -108,11 +116,11 @@ void ScriptedUser::poll(HostHal& hal, const Device& device) {
     case Phase::kReady: {
       if (next_ >= script_->actions.size() || now - not_before_ > 0x80000000u) return;
       const Action& a = script_->actions[next_];
-      if (a.kind == Action::Kind::kPress) {
+      if (a.kind == Action::Kind::kPress || a.kind == Action::Kind::kRequestRound) {
         // A person waits until the board is idle (not recording, computing or receiving).
         if (state != link::State::kIdle || hal.buttons() != 0) return;
         hal.log(LogLevel::kInfo, ("script: " + a.text).c_str());
-        hal.queue_clip(script_->clips[a.clip]);
+        if (a.kind == Action::Kind::kPress) hal.queue_clip(script_->clips[a.clip]);
         hal.set_button(a.button, true);
         mic_starts_before_ = hal.mic_starts();
         current_ = &a;
@@ -136,12 +144,21 @@ void ScriptedUser::poll(HostHal& hal, const Device& device) {
       ++next_;
       return;
     }
-    case Phase::kHolding:
-      if (now - phase_ms_ < hold_ms_) return;
+    case Phase::kHolding: {
+      const bool round = current_->kind == Action::Kind::kRequestRound;
+      // A round request holds past the board's threshold (200 ms margin for the poll loop).
+      const uint32_t hold = round ? kRoundRequestHoldMs + 200 : hold_ms_;
+      if (now - phase_ms_ < hold) return;
       hal.set_button(current_->button, false);
+      if (round) {  // nothing is recorded: the LOG frame is the result
+        phase_ = Phase::kReady;
+        not_before_ = now + pace_ms_;
+        return;
+      }
       phase_ = Phase::kWaitingResult;
       phase_ms_ = now;
       return;
+    }
     case Phase::kWaitingResult:
       if (hal.mic_starts() != mic_starts_before_) {
         // The release started a recording (state RECORDING, then COMPUTING, in the same

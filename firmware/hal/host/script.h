@@ -7,7 +7,10 @@
 //   wait model                 wait until the host has downloaded a model into the board
 //                              (one applied since the previous `wait model`, or since boot)
 //   pace 500                   from now on, wait 500 ms after each press's result (default 500)
-//   hold 200                   from now on, hold each button 200 ms (default 200, > debounce)
+//   hold 200                   from now on, hold each button 200 ms (default 200, > debounce,
+//                              < the 3 s round-request hold)
+//   request round              hold D5 for 3.2 s and release: the board asks the gateway for a
+//                              round (LOG "event round_request ...", README "Ask for a round now")
 //
 // Clip paths are relative to the script file's folder. Every clip is read and checked when
 // the script is loaded, so a bad file fails at startup, not in the middle of a run. The user
@@ -27,7 +30,7 @@ namespace tinyfed {
 namespace host {
 
 struct Action {
-  enum class Kind { kPress, kWait, kWaitModel, kPace, kHold };
+  enum class Kind { kPress, kWait, kWaitModel, kPace, kHold, kRequestRound };
   Kind kind;
   int button;        // kPress: 0..3 for D2..D5
   uint32_t ms;       // kWait, kPace, kHold

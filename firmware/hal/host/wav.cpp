@@ -12,7 +12,7 @@ namespace {
 
 constexpr uint16_t kFormatPcm = 0x0001;        // WAVE_FORMAT_PCM
 constexpr uint16_t kFormatExtensible = 0xFFFE;  // WAVE_FORMAT_EXTENSIBLE (sub-format follows)
-constexpr uint32_t kRate = 16000;              // the board's PDM rate (DESIGN.md section 2)
+constexpr uint32_t kRate = 16000;              // the board's PDM rate (hal/arduino: kPdmRate)
 
 uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 uint32_t le32(const uint8_t* p) {
