@@ -5,7 +5,7 @@
 //
 // Integer-only and bit-identical to the Python reference tinyfed/features/align.py; the shared
 // vectors in vectors/align/ are checked by both (firmware/tests/test_align.cpp,
-// tests/test_align.py):
+// tests/features/test_align.py):
 //   1. e[b] = sum of x[n]^2 over 100 blocks of 160 samples (10 ms), int64;
 //   2. floor = the kAlignFloorRank-th smallest e[b] (rank 0 = minimum);
 //   3. w[b] = max(e[b] - floor, 0); centroid c = round-half-up(sum w[b] (160 b + 80) / sum w[b])

@@ -1,6 +1,6 @@
 // The paper's network: 650 -> 16 -> 3, sigmoid on both layers, squared error, online SGD with
 // momentum, with the exact float/double semantics of the original C++ (vectors/README.md,
-// "Exact semantics of one step"; Python reference: tinyfed/model.py).
+// "Exact semantics of one step"; Python reference: tinyfed/model/__init__.py).
 //
 // Parameters are one flat float[kParams] in the board's (and the link's) layout:
 //   hidden layer, (650 + 1) * 16 floats: weight input j -> hidden i at j * 16 + i,
