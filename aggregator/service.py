@@ -4,10 +4,12 @@ Paho's network thread only queues what arrives; one thread (the caller of :meth:
 asks the :class:`~tinyfed.aggregator.rounds.RoundMachine`, persists each decision in the
 :class:`~tinyfed.aggregator.store.Store` and only then acknowledges the MQTT message and publishes.
 
-* Every message waiting in the queue (at most :data:`INBOUND_WINDOW`, the MQTT v5 Receive
-  Maximum the aggregator announces, so the broker never sends more unacknowledged ones; under
-  MQTT 3.1.1 the broker's own in-flight limit instead, docs/deploy.md) is
-  decided in one store batch: one synced commit, then every acknowledgement and receipt.
+* Every message waiting in the queue is decided in one store batch: one synced commit, then
+  every acknowledgement and receipt. The queue holds at most :data:`INBOUND_WINDOW` messages
+  (a :class:`~tinyfed.mqtt.inbox.Inbox`: when it is full, paho's thread stops reading the
+  socket), which is also the MQTT v5 Receive Maximum the aggregator announces (under MQTT
+  3.1.1 the broker's own in-flight limit, docs/deploy.md); Mosquitto 2.0.11 honours that only
+  until the first acknowledgements, the inbox always.
 * Each message is handled in isolation: whatever goes wrong with one (a payload no decoder
   foresaw, a store error), it is rolled back alone, rejected with the reason, logged,
   counted in :attr:`AggregatorService.poisoned` and acknowledged; the service goes on.
@@ -56,13 +58,15 @@ from tinyfed.aggregator.store import Store
 from tinyfed.errors import UsageError
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import AggregatorStatus, ContractError, GlobalModel
+from tinyfed.mqtt.inbox import Inbox
 from tinyfed.mqtt.session import Throttle, connect, make_client
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 86_400  #: the broker keeps our queued updates this long while we are down
-#: MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us at once. It
-#: bounds the inbound queue (64 x 64 KiB = 4 MiB at most) and the size of one commit batch.
+#: MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may send us at once, and
+#: the capacity of the inbound queue, which holds at most 64 x 64 KiB = 4 MiB whatever the
+#: broker does; it also bounds the size of one commit batch.
 INBOUND_WINDOW = 64
 #: How long the first message of a batch waits for others to share its commit (an fsync).
 BATCH_WINDOW_S = 0.01
@@ -178,7 +182,8 @@ class AggregatorService:
         self.settings = settings
         self.topics = settings.topics
         self._clock = clock
-        self._events: queue.Queue[_Event] = queue.Queue()
+        # Bounded whatever the broker does with the Receive Maximum (tinyfed.mqtt.inbox)
+        self._events: Inbox[_Event] = Inbox(INBOUND_WINDOW)
         self._global_mid: int | None = None
         self._global_check_at: float | None = None
         self._last_repair = -1e9
@@ -605,6 +610,7 @@ class AggregatorService:
 
     def _shutdown(self) -> None:
         self._stopping = True
+        self._events.close()  # a network thread waiting for room goes on (and can send)
         if self.client.is_connected():
             info = self._publish_status("offline")
             try:
