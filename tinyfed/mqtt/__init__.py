@@ -6,4 +6,6 @@
   :mod:`tinyfed.mqtt.contract`);
 * :mod:`tinyfed.mqtt.session` — broker URLs, credentials, TLS, client creation and connection,
   the asyncio driver, log throttling.
+* :mod:`tinyfed.mqtt.inbox` — the bounded hand-off from paho's network thread to the
+  application (holds whatever the broker does with the Receive Maximum).
 """
