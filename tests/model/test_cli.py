@@ -100,3 +100,69 @@ def test_eval_names_a_truncated_model_file(
     x, y = scenario_a
     assert main(["eval", str(bad), "--features", str(x), "--labels", str(y)]) == 2
     assert "bad.bin: model is 100 bytes, expected 41868" in capsys.readouterr().err
+
+
+def test_model_init_refuses_a_seed_numpy_cannot_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["model", "init", "--seed", "-1", "--out", str(tmp_path / "i.bin")]) == 2
+    assert "--seed must be 0..4294967295, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "i.bin").exists()
+
+
+def test_train_refuses_an_unwritable_output_before_training(
+    tmp_path: Path, scenario_a: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, y = scenario_a
+    out = tmp_path / "missing" / "m.bin"
+    args = ["train", "--features", str(x), "--labels", str(y), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: folder {out.parent} does not exist" in err
+    assert "trained" not in err
+
+
+def test_train_refuses_an_empty_features_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(tmp_path / "X.npy", np.zeros((0, 650), np.float32))
+    np.save(tmp_path / "Y.npy", np.zeros(0, np.int64))
+    args = ["train", "--features", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "Y.npy")]
+    assert main([*args, "--out", str(tmp_path / "m.bin")]) == 2
+    assert "no samples to train on" in capsys.readouterr().err
+
+
+def test_train_warns_about_labels_in_class_blocks_and_a_one_class_model(
+    tmp_path: Path, scenario_a: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: the scenario's samples sorted by class, and a learning rate far too high
+    x, y = (np.load(p) for p in scenario_a)
+    order = np.argsort(y, kind="stable")
+    np.save(tmp_path / "Xs.npy", x[order])
+    np.save(tmp_path / "Ys.npy", y[order])
+    args = ["train", "--features", str(tmp_path / "Xs.npy"), "--labels", str(tmp_path / "Ys.npy")]
+    # Execute
+    with caplog.at_level("WARNING"):
+        code = main([*args, "--lr", "1e6", "--out", str(tmp_path / "m.bin")])
+    # Assert: it still trains (a warning, not a refusal) and says both things
+    assert code == 0
+    assert "labels come in blocks of one class" in caplog.text
+    assert "predicts class" in caplog.text
+    assert "the paper uses 0.1" in caplog.text
+
+
+def test_eval_names_the_classes_it_is_given(
+    tmp_path: Path, scenario_a: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    x, y = scenario_a
+    out = tmp_path / "m.bin"
+    main(["train", "--features", str(x), "--labels", str(y), "--out", str(out)])
+    capsys.readouterr()
+    args = ["eval", str(out), "--features", str(x), "--labels", str(y)]
+    assert main([*args, "--classes", "vermell,verd,blau"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines.index("confusion matrix (rows: true class, columns: predicted)")
+    assert lines[header + 1].split() == ["vermell", "verd", "blau"]
+    assert [r.split()[0] for r in lines[header + 2 :]] == ["vermell", "verd", "blau"]
+    assert main([*args, "--classes", "a,b"]) == 2
+    assert "--classes: give 3 names" in capsys.readouterr().err

@@ -129,7 +129,8 @@ def _split(params: F32) -> tuple[F32, F32]:
 
 
 def _sigmoid(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-z))
+    with np.errstate(over="ignore"):  # exp(-z) = inf for z < -709 gives exactly 0, as wanted
+        out: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-z))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,39 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p_eval.add_argument("model_file", type=Path, metavar="MODEL.bin")
     p_eval.add_argument("--features", type=Path, required=True, help="float32 [n, 650] .npy")
     p_eval.add_argument("--labels", type=Path, required=True, help="integer [n] .npy, 0..2")
+    p_eval.add_argument(
+        "--classes",
+        metavar="W1,W2,W3",
+        help="names of classes 0..2 for the confusion matrix (e.g. vermell,verd,blau)",
+    )
     p_eval.set_defaults(func=_cmd_eval)
+
+
+#: numpy's RandomState takes seeds 0 .. 2**32 - 1
+MAX_SEED = 2**32 - 1
+
+
+def _writable(path: Path, flag: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory, give a file name")
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag} {path}: folder {parent} is not writable")
+
+
+def _save(params: model.F32, path: Path) -> None:
+    try:
+        model.save(params, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _class_blocks(y: npt.NDArray[np.int64]) -> bool:
+    """True if the labels come sorted in blocks of one class (more than one class)."""
+    return len(np.unique(y)) > 1 and bool(np.all(np.diff(y) >= 0) or np.all(np.diff(y) <= 0))
 
 
 def _load_model(path: Path) -> model.F32:
@@ -111,15 +144,31 @@ def confusion(params: model.F32, x: model.F32, y: npt.NDArray[np.int64]) -> npt.
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    model.save(model.init_params(args.seed), args.out)
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be 0..{MAX_SEED}, got {args.seed}")
+    _writable(args.out, "--out")
+    _save(model.init_params(args.seed), args.out)
     print(f"wrote {args.out} ({model.MODEL_BYTES} bytes, seed {args.seed})")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     x, y = load_xy(args.features, args.labels)
+    if not len(y):
+        raise UsageError(f"{args.features}: no samples to train on")
     if args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    _writable(args.out, "--out")  # before training, not after: no work lost
+    if args.log:
+        _writable(args.log, "--log")
+    classes = np.unique(y, return_counts=True)
+    if _class_blocks(y):
+        log.warning(
+            "%s: the labels come in blocks of one class (%s); online training in file order "
+            "forgets the first classes: shuffle the samples (the same order in both files)",
+            args.labels,
+            ", ".join(f"{int(c)} x{int(n)}" for c, n in zip(*classes, strict=True)),
+        )
     start = _load_model(args.init) if args.init else model.init_params()
     try:
         trainer = model.Trainer(start, lr=args.lr, momentum=args.momentum)
@@ -140,7 +189,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         log.debug("epoch %d done", epoch + 1)
     if sys.stderr.isatty() and total:
         print(file=sys.stderr)
-    model.save(trainer.params, args.out)
+    _save(trainer.params, args.out)
+    predicted = np.unique(model.predict(model.forward(trainer.params, x)))
+    if len(np.unique(y)) > 1 and len(predicted) == 1:
+        log.warning(
+            "the trained model predicts class %d for every training sample: it learnt nothing "
+            "useful (--lr %g%s)",
+            int(predicted[0]),
+            args.lr,
+            "; the paper uses 0.1" if args.lr > 1 else "",
+        )
     if args.log:
         with args.log.open("w", newline="") as f:
             writer = csv.writer(f)
@@ -162,8 +220,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     accuracy = float(np.trace(matrix) / matrix.sum())
     print(f"accuracy {accuracy:.4f} ({int(np.trace(matrix))}/{int(matrix.sum())})")
     print(f"above the 0.6 threshold: {lit:.4f}")
+    names = [str(c) for c in range(model.N_OUTPUTS)]
+    if args.classes:
+        names = [n.strip() for n in args.classes.split(",")]
+        if len(names) != model.N_OUTPUTS or not all(names):
+            raise UsageError(
+                f"--classes: give {model.N_OUTPUTS} names separated by commas, got {args.classes!r}"
+            )
+    width = max(6, *(len(n) for n in names))
     print("confusion matrix (rows: true class, columns: predicted)")
-    print("      " + " ".join(f"{c:>6d}" for c in range(model.N_OUTPUTS)))
-    for c, row in enumerate(matrix):
-        print(f"{c:>5d} " + " ".join(f"{v:>6d}" for v in row))
+    print(" " * (width + 1) + " ".join(f"{n:>{width}s}" for n in names))
+    for name, row in zip(names, matrix, strict=True):
+        print(f"{name:>{width}s} " + " ".join(f"{v:>{width}d}" for v in row))
     return 0
