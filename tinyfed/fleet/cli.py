@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ examples:
   tinyfed demo --broker mqtt://localhost:1883    # on your broker; watch with
       mosquitto_sub -v -t 'tinyfed/+/workers/+/loss'
 """
+
+
+REACH_TIMEOUT_S = 5.0  #: how long a broker has to accept a TCP connection before we give up
 
 
 def _positive(text: str) -> int:
@@ -155,11 +159,43 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     pl.set_defaults(func=cmd_plot)
 
 
+def _reachable(url: str) -> None:
+    """Refuse a broker nobody answers at, before any work (a clear error, not a traceback)."""
+    broker = parse_broker_url(url)
+    try:
+        socket.create_connection((broker.host, broker.port), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise UsageError(
+            f"cannot reach the broker at {broker.host}:{broker.port} ({reason}): is it running, "
+            "and is that its address?"
+        ) from exc
+
+
+def _keep_previous(folder: Path) -> None:
+    """A report folder that holds an earlier run is renamed (with its time), not overwritten."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(folder.stat().st_mtime))
+    target = folder.with_name(f"{folder.name}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{folder.name}-{stamp}-{n}")
+    folder.rename(target)
+    print(f"the previous run in {folder}/ is kept as {target}/")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """``tinyfed demo``."""
     words, silence = parse_words(args.words)
+    try:  # the values every board would be sent, checked before the corpus is made
+        contract.HyperParams(lr=args.lr, momentum=args.momentum, local_steps=args.local_steps)
+    except contract.ContractError as exc:
+        raise UsageError(f"--lr/--momentum/--local-steps: {exc}") from exc
     if args.broker:
-        parse_broker_url(args.broker)
+        _reachable(args.broker)
+    _keep_previous(args.report)
     extra: dict[str, Any] = {"fleet": args.fleet} if args.fleet else {}
     plan = RunPlan(
         title="tinyfed demo",
@@ -208,6 +244,7 @@ def _fmt(x: float | None) -> str:
 def cmd_monitor(args: argparse.Namespace) -> int:
     """``tinyfed monitor``."""
     broker = parse_broker_url(args.broker)
+    _reachable(args.broker)
     try:
         topics = contract.Topics(args.fleet, args.prefix)
     except contract.ContractError as exc:
