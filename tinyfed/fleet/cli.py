@@ -15,7 +15,7 @@ from typing import Any
 from tinyfed.data import dataset as ds
 from tinyfed.errors import UsageError
 from tinyfed.features import pipelines
-from tinyfed.fleet import report
+from tinyfed.fleet import report, web
 from tinyfed.fleet.corpus import DEFAULT_CORPUS_DIR, HeldOut, parse_words
 from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
 from tinyfed.fleet.recorder import Recorder
@@ -146,6 +146,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     m.add_argument("--record", type=Path, help="write the report here when stopped")
     m.add_argument("--no-dashboard", action="store_true", help="log lines instead of the live view")
     m.add_argument("--duration", type=float, help="stop after this many seconds")
+    m.add_argument(
+        "--web",
+        metavar="[HOST]:PORT",
+        help="also serve a live web dashboard, its JSON and Prometheus metrics here "
+        "(e.g. :8080 for http://127.0.0.1:8080/; 0.0.0.0:8080 to share it)",
+    )
     m.set_defaults(func=cmd_monitor)
 
     pl = subparsers.add_parser(
@@ -257,8 +263,12 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         title="tinyfed monitor", broker=str(broker), held_out=len(held_out) if held_out else None
     )
     dash = Dashboard(info, live=False if args.no_dashboard else None)
+    address = web.parse_address(args.web) if args.web else None
     t0 = time.monotonic()
     recorder.start()
+    server = web.WebServer(recorder.snapshot, address) if address else None
+    if server is not None:
+        print(f"web dashboard: {server.url} (metrics: {server.url}metrics)", flush=True)
     try:
         while args.duration is None or time.monotonic() - t0 < args.duration:
             dash.update(recorder.snapshot())
@@ -266,6 +276,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if server is not None:
+            server.close()
         recorder.stop()
         snap = recorder.snapshot()
         dash.close(snap)
