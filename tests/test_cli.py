@@ -19,6 +19,7 @@ COMMANDS = [
     ["experiment"],
     ["demo"],
     ["monitor"],
+    ["dashboard"],
     ["plot"],
     ["aggregator"],
     ["gateway"],

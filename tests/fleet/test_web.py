@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from selenium import webdriver
@@ -21,7 +25,8 @@ from tinyfed.fleet.recorder import FleetSnapshot, Recorder, WorkerView
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import AggregatorStatus, Topics
 from tinyfed.mqtt.session import parse_broker_url
-from tinyfed.testbed.broker import Mosquitto
+from tinyfed.testbed.broker import Mosquitto, free_port
+from tinyfed.testbed.virtual_board import build_virtual_board
 
 from .test_recorder import WORKERS, held_out_set, play_one_round, publish, publisher
 
@@ -130,17 +135,7 @@ def test_monitor_offers_the_web_option() -> None:
 
 
 def test_the_page_draws_the_fleet_in_a_real_browser(served: web.WebServer) -> None:
-    chromium = shutil.which("chromium")
-    driver_path = shutil.which("chromedriver")
-    assert chromium, "scripts/setup installs Debian's chromium"
-    assert driver_path, "scripts/setup installs Debian's chromium-driver"
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(
-        service=webdriver.ChromeService(executable_path=driver_path), options=options
-    )
+    browser = chromium_driver()
     try:
         browser.get(served.url)
         wait = WebDriverWait(browser, 30)
@@ -158,3 +153,62 @@ def test_the_page_draws_the_fleet_in_a_real_browser(served: web.WebServer) -> No
         wait.until(lambda b: "cannot reach the monitor" in b.find_element(By.ID, "error").text)
     finally:
         browser.quit()
+
+
+def chromium_driver() -> webdriver.Chrome:
+    chromium = shutil.which("chromium")
+    driver_path = shutil.which("chromedriver")
+    assert chromium, "scripts/setup installs Debian's chromium"
+    assert driver_path, "scripts/setup installs Debian's chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    return webdriver.Chrome(
+        service=webdriver.ChromeService(executable_path=driver_path), options=options
+    )
+
+
+@pytest.mark.slow
+def test_the_page_follows_a_running_demo_round_by_round(tmp_path: Path) -> None:
+    # Prepare: the real demo (private Mosquitto, aggregator, two virtual boards and gateways)
+    build_virtual_board()
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "tinyfed.cli", "demo", "--boards", "2", "--rounds", "3"),
+        *("--no-dashboard", "--report", str(tmp_path / "report")),
+        *("--corpus-dir", str(tmp_path / "corpus"), "--per-word", "30", "--record-ms", "20"),
+        *("--fleet", "web" + uuid.uuid4().hex[:8], "--web", f"127.0.0.1:{port}"),
+    ]
+    demo = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    browser = chromium_driver()
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the server starts once the corpus is ready
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/fleet", timeout=2).close()
+                break
+            except OSError:
+                assert demo.poll() is None, demo.stdout.read() if demo.stdout else ""
+                assert time.monotonic() < deadline, "the demo's web dashboard never answered"
+                time.sleep(0.2)
+        # Execute
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(browser, 90)
+        # Assert: both boards appear, training, then the rounds table grows as rounds close
+        # (3 rounds: the last one's close ends the demo and its server, the page may miss it)
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr[data-worker]")) == 2)
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "tr[data-worker] svg path.curve"))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-round="0"]'))
+        first = browser.find_element(By.CSS_SELECTOR, 'tr[data-round="0"]').text.split()
+        assert first[:3] == ["0", "closed", "2"]
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-round="1"]'))
+    finally:
+        browser.quit()
+        try:
+            out, _ = demo.communicate(timeout=120)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+    assert demo.returncode == 0, out
+    assert f"web dashboard: http://127.0.0.1:{port}/" in out

@@ -102,6 +102,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--report", type=Path, default=Path("runs/demo"), help="report folder (runs/demo)"
     )
     p.add_argument("--no-dashboard", action="store_true", help="log lines instead of the live view")
+    p.add_argument(
+        "--web",
+        metavar="[HOST]:PORT",
+        help="also serve the live web dashboard and Prometheus metrics here (e.g. :8080)",
+    )
     more = p.add_argument_group("corpus and pace")
     more.add_argument(
         "--per-word", type=_positive, default=150, help="clips per class to synthesize (150)"
@@ -154,6 +159,35 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     m.set_defaults(func=cmd_monitor)
 
+    d = subparsers.add_parser(
+        "dashboard",
+        help="serve a fleet's live web dashboard and Prometheus metrics",
+        description=(
+            "Serve the web dashboard of a fleet (real boards or virtual) from its MQTT topics "
+            "alone: each board's state, loss curve with round boundaries, firmware and model "
+            "round; the round's progress, participants and rejections; with --test-corpus the "
+            "held-out accuracy of every global model. /api/fleet gives the same as JSON and "
+            "/metrics in the Prometheus format. The same as `tinyfed monitor --web` without "
+            "the terminal view."
+        ),
+        epilog="example:\n  tinyfed dashboard --broker mqtt://localhost:1883 --fleet home "
+        "--web 0.0.0.0:8080",
+        formatter_class=fmt,
+    )
+    d.add_argument("--broker", metavar="URL", required=True, help="mqtt://HOST:PORT")
+    d.add_argument("--fleet", required=True, help="fleet name")
+    d.add_argument("--prefix", default=contract.DEFAULT_PREFIX, help="topic prefix (tinyfed)")
+    d.add_argument(
+        "--test-corpus",
+        type=Path,
+        help="a corpus folder (Speech Commands layout) whose test split scores global models",
+    )
+    d.add_argument(
+        "--web", metavar="[HOST]:PORT", default=":8080", help="where to serve (127.0.0.1:8080)"
+    )
+    d.add_argument("--duration", type=float, help="stop after this many seconds")
+    d.set_defaults(func=cmd_dashboard, record=None, no_dashboard=True, terminal=False)
+
     pl = subparsers.add_parser(
         "plot",
         help="draw the figures of a recorded run (tinyfed demo --report, monitor --record)",
@@ -201,6 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--lr/--momentum/--local-steps: {exc}") from exc
     if args.broker:
         _reachable(args.broker)
+    address = web.parse_address(args.web) if args.web else None
     _keep_previous(args.report)
     extra: dict[str, Any] = {"fleet": args.fleet} if args.fleet else {}
     plan = RunPlan(
@@ -229,6 +264,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.report,
         dashboard=False if args.no_dashboard else None,
         timeout=args.timeout,
+        web=address,
     )
     m = result.metrics
     final = m.get("final") or {}
@@ -262,16 +298,19 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     info = DashboardInfo(
         title="tinyfed monitor", broker=str(broker), held_out=len(held_out) if held_out else None
     )
-    dash = Dashboard(info, live=False if args.no_dashboard else None)
+    terminal = getattr(args, "terminal", True)
+    dash = Dashboard(info, live=False if args.no_dashboard else None) if terminal else None
     address = web.parse_address(args.web) if args.web else None
     t0 = time.monotonic()
     recorder.start()
     server = web.WebServer(recorder.snapshot, address) if address else None
     if server is not None:
-        print(f"web dashboard: {server.url} (metrics: {server.url}metrics)", flush=True)
+        stop_hint = "" if terminal else "; Ctrl-C stops it"
+        print(f"web dashboard: {server.url} (metrics: {server.url}metrics){stop_hint}", flush=True)
     try:
         while args.duration is None or time.monotonic() - t0 < args.duration:
-            dash.update(recorder.snapshot())
+            if dash is not None:
+                dash.update(recorder.snapshot())
             time.sleep(0.25)
     except KeyboardInterrupt:
         pass
@@ -280,7 +319,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             server.close()
         recorder.stop()
         snap = recorder.snapshot()
-        dash.close(snap)
+        if dash is not None:
+            dash.close(snap)
     if args.record is not None:
         latest = snap.latest_global
         run_info = report.RunInfo(
@@ -299,6 +339,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         report.write(args.record, snap, run_info, wall_time_s=round(time.monotonic() - t0, 2))
         print(f"report: {args.record}/")
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``tinyfed dashboard``: the monitor's web side only (Ctrl-C stops it)."""
+    return cmd_monitor(args)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from tinyfed.fleet.corpus import HeldOut, classes_of, ensure_corpus
 from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
 from tinyfed.fleet.orchestrator import Fleet, FleetConfig, StopRequested
 from tinyfed.fleet.recorder import FleetSnapshot
+from tinyfed.fleet.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,7 @@ def execute(
     stream: TextIO | None = None,
     timeout: float | None = None,
     plots: bool = True,
+    web: tuple[str, int] | None = None,
 ) -> FleetRunResult:
     """Run the fleet to the end of its rounds and write the report folder ``out``.
 
@@ -224,6 +226,7 @@ def execute(
         stream: where the dashboard writes (default stdout).
         timeout: seconds for the whole run (default: 60 s + 60 s per round).
         plots: draw the PNG figures.
+        web: also serve the web dashboard and metrics on this (host, port) while it runs.
 
     Ctrl-C or SIGTERM stops the run early: every process is stopped and the report of what
     was recorded is written before :class:`KeyboardInterrupt` propagates.
@@ -253,6 +256,18 @@ def execute(
     interrupted: BaseException | None = None
     processes: list[dict[str, object]] = []
     dash: Dashboard | None = None
+    server: WebServer | None = None
+    if web is not None:  # first: a port in use is refused before anything starts
+
+        def snapshot() -> FleetSnapshot:
+            rec = fleet.recorder
+            if rec is None:  # still starting
+                return FleetSnapshot(plan.fleet, time.time(), (), (), (), (), None, 0, False)
+            return rec.snapshot()
+
+        server = WebServer(snapshot, web)
+        out_stream.write(f"web dashboard: {server.url} (metrics: {server.url}metrics)\n")
+        out_stream.flush()
     with _sigterm_interrupts(), _logs_to(out / "run.log" if live else None):
         try:
             fleet.start()
@@ -281,6 +296,8 @@ def execute(
         except (KeyboardInterrupt, Interrupted, StopRequested) as exc:
             interrupted = exc
         finally:
+            if server is not None:
+                server.close()
             fleet.stop()
             if dash is not None and fleet.recorder is not None:
                 dash.close(None if completed and live else fleet.recorder.snapshot())
