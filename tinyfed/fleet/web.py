@@ -66,6 +66,8 @@ def fleet_json(snap: FleetSnapshot) -> dict[str, Any]:
                 "state": w.state,
                 "steps": w.steps,
                 "model_round": w.status.model_round if w.status else None,
+                "firmware": w.status.firmware if w.status else "",
+                "transport": w.status.transport if w.status else "",
                 "loss": _num(w.losses[-1].loss) if w.losses else None,
                 "loss_mean10": _num(sum(last10) / len(last10)) if last10 else None,
                 "losses": [_num(e.loss) for e in losses],
@@ -82,6 +84,11 @@ def fleet_json(snap: FleetSnapshot) -> dict[str, Any]:
             "loss_mean": _num(r.loss_mean),
             "duration_s": _num(r.duration_s),
             "accuracy": accuracy.get(r.round + 1) if r.outcome == "closed" else None,
+            "reason": r.reason,
+            "rejections": [
+                {"worker": x.worker_id, "upload_id": x.upload_id, "reason": x.reason}
+                for x in r.rejected
+            ],
         }
         for r in snap.rounds[-MAX_ROUNDS:]
     ]
