@@ -34,6 +34,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from tinyfed.fleet.report import pyplot
 from tinyfed.gateway.simulated import SimulatedGateway
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import Topics
@@ -256,10 +257,7 @@ def _close_times(db: Path) -> dict[int, tuple[float, float]]:
 
 def plot(figures: list[RoundFigures], path: Path) -> None:
     """Aggregator CPU per round and last upload -> global model against the fleet size."""
-    import matplotlib  # noqa: PLC0415  (0.3 s to import; only this option needs it)
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()  # imported on use: ~0.3 s, an optional extra
 
     last = {f.workers: f for f in figures}  # the last round of each size
     sizes = sorted(last)

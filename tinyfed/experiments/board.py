@@ -30,6 +30,7 @@ from tinyfed.data import dataset as ds
 from tinyfed.data import synth
 from tinyfed.errors import UsageError
 from tinyfed.features import pipelines
+from tinyfed.fleet.report import pyplot
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +170,7 @@ def run(
 
 def plot(exp: Experiment, results: list[PipelineResult], path: Path) -> None:
     """Loss against step, one curve per pipeline (first order, and the mean over orders)."""
-    # matplotlib is imported here, not at the top: it costs ~0.3 s and `--help` needs none of it
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    plt = pyplot()  # imported on use: ~0.3 s, an optional extra
 
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
     for res, color in zip(results, ("tab:blue", "tab:orange", "tab:green"), strict=False):

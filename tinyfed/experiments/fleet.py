@@ -453,7 +453,7 @@ PIPELINE_STYLE = {pipelines.PAPER: "--", pipelines.CENTROID: "-"}
 
 def plot(exp: FleetExperiment, runs: list[dict[str, Any]], path: Path) -> None:
     """Loss against step: one panel per pipeline, each board's curve, FedAvg's first order."""
-    plt = report._pyplot()
+    plt = report.pyplot()
     first = runs[0]
     shown = [r for r in runs if r["strategy"] == first["strategy"] and r["order"] == first["order"]]
     fig, axes = plt.subplots(
@@ -499,7 +499,7 @@ def plot_accuracy(
 ) -> None:
     """Held-out accuracy of the global model per round (mean over orders), per pipeline and
     strategy; ``reference`` (the IID runs) in grey."""
-    plt = report._pyplot()
+    plt = report.pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6), dpi=120)
     colors = dict(zip(("fedavg", "fedavgm", "median", "trimmed-mean"), report.COLORS, strict=False))
     series = [(g, colors.get(g["strategy"], "black"), "") for g in aggregate(runs)]
@@ -583,7 +583,7 @@ def plot_jump(
     exp: FleetExperiment, runs: list[dict[str, Any]], reference: list[dict[str, Any]], path: Path
 ) -> None:
     """Mean loss at each step of a round (rounds 2 on, both boards, every order): the jump."""
-    plt = report._pyplot()
+    plt = report.pyplot()
     k = exp.local_steps
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), dpi=120, sharey=True)
     colors = {"fedavg": report.COLORS[0], "fedavgm": report.COLORS[1]}

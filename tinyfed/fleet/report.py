@@ -18,17 +18,21 @@ A run's folder holds:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tinyfed import model
+from tinyfed.errors import UsageError
 from tinyfed.fleet.recorder import FleetSnapshot
 
 METRICS_FILE = "metrics.json"
 LOSSES_FILE = "losses.json"
 GLOBAL_FILE = "global.bin"
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,14 +158,15 @@ def write(
     (folder / METRICS_FILE).write_text(json.dumps(data, indent=2) + "\n")
     (folder / LOSSES_FILE).write_text(json.dumps(losses(snap), separators=(",", ":")) + "\n")
     if plots:
-        plot_run(folder)
+        try:
+            plot_run(folder)
+        except MissingPlotsError as exc:  # the data is written; only the pictures are missing
+            log.warning("no figures in %s: %s", folder, exc)
     return data
 
 
 def load(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``metrics.json`` and ``losses.json`` of a run folder."""
-    from tinyfed.errors import UsageError  # noqa: PLC0415
-
     try:
         m = json.loads((folder / METRICS_FILE).read_text())
         losses_ = json.loads((folder / LOSSES_FILE).read_text())
@@ -170,10 +175,20 @@ def load(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return m, losses_
 
 
-def _pyplot() -> Any:
-    # matplotlib costs ~0.3 s to import, and only the figures need it
-    import matplotlib  # noqa: PLC0415
+class MissingPlotsError(UsageError):
+    """matplotlib is not installed (it is the ``plot`` extra)."""
 
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend; :class:`MissingPlotsError` says how to get it."""
+    # imported here: it costs ~0.3 s, and only the figures need it (an optional extra)
+    try:
+        import matplotlib  # noqa: PLC0415
+    except ImportError as exc:
+        raise MissingPlotsError(
+            "the figures need matplotlib, an optional part of tinyfed: "
+            "pip install 'tinyfed[plot]' (or pip install matplotlib)"
+        ) from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
@@ -203,7 +218,7 @@ def plot_loss(
 def plot_run(folder: Path) -> list[Path]:
     """Draw ``loss.png`` and ``accuracy.png`` from the folder's JSON files; return the paths."""
     m, losses_ = load(folder)
-    plt = _pyplot()
+    plt = pyplot()
     title = m.get("title") or f"fleet {m.get('fleet')}"
     sub = f"{m.get('strategy')}, {m.get('pipeline')} pipeline"
     k = m.get("local_steps")
