@@ -29,68 +29,10 @@ constexpr uint16_t kReadChunksPerPoll = link::kDefaultWindow;
 // Largest learning rate SET_PARAMS accepts (spec.py SetParams: lr in (0, 10]).
 constexpr float kMaxLearningRate = 10.0f;
 
-const char* state_name(State s) {
-  switch (s) {
-    case State::kIdle: return "IDLE";
-    case State::kArmed: return "ARMED";
-    case State::kRecording: return "RECORDING";
-    case State::kComputing: return "COMPUTING";
-    case State::kReceiving: return "RECEIVING";
-  }
-  return "?";
-}
-
-const char* type_name(uint8_t type) {
-  switch (static_cast<MsgType>(type)) {
-    case MsgType::kHelloReq: return "HELLO_REQ";
-    case MsgType::kSetParams: return "SET_PARAMS";
-    case MsgType::kXferBegin: return "XFER_BEGIN";
-    case MsgType::kXferChunk: return "XFER_CHUNK";
-    case MsgType::kXferEnd: return "XFER_END";
-    case MsgType::kXferAbort: return "XFER_ABORT";
-    case MsgType::kGetModel: return "GET_MODEL";
-    case MsgType::kRead: return "READ";
-    case MsgType::kReset: return "RESET";
-    case MsgType::kHello: return "HELLO";
-    case MsgType::kAck: return "ACK";
-    case MsgType::kError: return "ERROR";
-    case MsgType::kXferAck: return "XFER_ACK";
-    case MsgType::kModelInfo: return "MODEL_INFO";
-    case MsgType::kModelChunk: return "MODEL_CHUNK";
-    case MsgType::kLoss: return "LOSS";
-    case MsgType::kInfer: return "INFER";
-    case MsgType::kState: return "STATE";
-    case MsgType::kLog: return "LOG";
-  }
-  return nullptr;
-}
-
-const char* target_name(XferTarget t) {
-  switch (t) {
-    case XferTarget::kModel: return "MODEL";
-    case XferTarget::kFeatures: return "FEATURES";
-    case XferTarget::kAudio: return "AUDIO";
-  }
-  return "?";
-}
-
-// Host-to-board commands: fixed payload size and largest tail (from link_spec.h).
-struct CommandShape {
-  MsgType type;
-  size_t fixed;
-  size_t tail_max;
-};
-constexpr CommandShape kCommands[] = {
-    {MsgType::kHelloReq, msg::HelloReq::kFixedSize, msg::HelloReq::kTailMax},
-    {MsgType::kSetParams, msg::SetParams::kFixedSize, msg::SetParams::kTailMax},
-    {MsgType::kXferBegin, msg::XferBegin::kFixedSize, msg::XferBegin::kTailMax},
-    {MsgType::kXferChunk, msg::XferChunk::kFixedSize, msg::XferChunk::kTailMax},
-    {MsgType::kXferEnd, msg::XferEnd::kFixedSize, msg::XferEnd::kTailMax},
-    {MsgType::kXferAbort, msg::XferAbort::kFixedSize, msg::XferAbort::kTailMax},
-    {MsgType::kGetModel, msg::GetModel::kFixedSize, msg::GetModel::kTailMax},
-    {MsgType::kRead, msg::Read::kFixedSize, msg::Read::kTailMax},
-    {MsgType::kReset, msg::Reset::kFixedSize, msg::Reset::kTailMax},
-};
+// Names as spec.py spells them (link_spec.h), for log lines and ERROR texts.
+const char* or_unknown(const char* name) { return name != nullptr ? name : "?"; }
+const char* state_name(State s) { return or_unknown(link::name_of(s)); }
+const char* target_name(XferTarget t) { return or_unknown(link::name_of(t)); }
 
 // True unless the float32 bit pattern is NaN or infinity (exponent all ones). Bit test, so it
 // holds whatever the compiler's floating-point flags.
@@ -304,13 +246,10 @@ void Device::link_switched() {
 // ---------------------------------------------------------------------------- link input
 
 void Device::handle_frame(const link::Frame& f) {
-  const CommandShape* shape = nullptr;
-  for (const CommandShape& c : kCommands) {
-    if (static_cast<uint8_t>(c.type) == f.type) shape = &c;
-  }
+  const link::CommandShape* shape = link::command_shape(f.type);
   if (shape == nullptr) {
     Text t;
-    const char* name = type_name(f.type);
+    const char* name = link::type_name(f.type);
     if (name != nullptr) {
       t.str("frame type ").str(name).str(" is board-to-host");
     } else {
@@ -321,7 +260,7 @@ void Device::handle_frame(const link::Frame& f) {
   }
   if (f.length < shape->fixed || f.length > shape->fixed + shape->tail_max) {
     Text t;
-    t.str(type_name(f.type)).str(" payload of ").u32(f.length).str(" bytes, expected ")
+    t.str(link::type_name(f.type)).str(" payload of ").u32(f.length).str(" bytes, expected ")
         .u32(static_cast<uint32_t>(shape->fixed));
     if (shape->tail_max > 0) t.str(" + up to ").u32(static_cast<uint32_t>(shape->tail_max));
     send_error(f.seq, ErrorCode::kBadLength, t.c_str());
@@ -344,9 +283,10 @@ void Device::handle_frame(const link::Frame& f) {
 void Device::on_hello_req(const link::Frame&) { send_hello(); }
 
 void Device::on_set_params(const link::Frame& f) {
-  const float lr = link::get_f32(f.payload, msg::SetParams::kLr);
-  const float momentum = link::get_f32(f.payload, msg::SetParams::kMomentum);
-  const uint16_t steps = link::get_u16(f.payload, msg::SetParams::kLocalSteps);
+  const msg::SetParams::Fields m = msg::SetParams::decode(f.payload);
+  const float lr = m.lr;
+  const float momentum = m.momentum;
+  const uint16_t steps = m.local_steps;
   if (!params_valid(lr, momentum, steps)) {
     Text t;
     t.str("lr ").f32(lr).str(" momentum ").f32(momentum).str(" local_steps ").u32(steps)
@@ -364,10 +304,11 @@ void Device::on_set_params(const link::Frame& f) {
 }
 
 void Device::on_xfer_begin(const link::Frame& f) {
-  const uint8_t target_raw = link::get_u8(f.payload, msg::XferBegin::kTarget);
-  const uint32_t total = link::get_u32(f.payload, msg::XferBegin::kTotalLen);
-  const uint32_t crc = link::get_u32(f.payload, msg::XferBegin::kCrc32);
-  const uint32_t meta = link::get_u32(f.payload, msg::XferBegin::kMeta);
+  const msg::XferBegin::Fields m = msg::XferBegin::decode(f.payload);
+  const uint8_t target_raw = m.target;
+  const uint32_t total = m.total_len;
+  const uint32_t crc = m.crc32;
+  const uint32_t meta = m.meta;
   if (state_ == State::kArmed || state_ == State::kRecording || state_ == State::kComputing) {
     Text t;
     t.str("board is ").str(state_name(state_)).str("; retry later");
@@ -433,7 +374,7 @@ void Device::on_xfer_chunk(const link::Frame& f) {
     send_error(f.seq, ErrorCode::kBadState, "XFER_CHUNK with no transfer open");
     return;
   }
-  const uint32_t offset = link::get_u32(f.payload, msg::XferChunk::kOffset);
+  const uint32_t offset = msg::XferChunk::decode(f.payload).offset;
   const uint32_t len = f.length - static_cast<uint32_t>(msg::XferChunk::kFixedSize);
   if (len == 0) {
     send_error(f.seq, ErrorCode::kBadLength, "XFER_CHUNK with no data");
@@ -568,20 +509,20 @@ void Device::close_transfer(bool failed) {
 void Device::on_get_model(const link::Frame& f) {
   upload_ms_ = now_;
   upload_seen_ = true;
-  uint8_t* p = tx_payload_;
-  link::put_u16(p, msg::ModelInfo::kRefSeq, f.seq);
-  link::put_u32(p, msg::ModelInfo::kTotalLen, kModelBytes);
-  link::put_u32(p, msg::ModelInfo::kCrc32,
-                link::crc32(reinterpret_cast<const uint8_t*>(params_), kModelBytes));
-  link::put_u32(p, msg::ModelInfo::kModelRound, model_round_);
-  link::put_u32(p, msg::ModelInfo::kStepsSinceGlobal, steps_since_global_);
-  link::put_u32(p, msg::ModelInfo::kTotalSteps, total_steps_);
-  send(MsgType::kModelInfo, p, msg::ModelInfo::kFixedSize);
+  msg::ModelInfo::Fields m{};
+  m.ref_seq = f.seq;
+  m.total_len = kModelBytes;
+  m.crc32 = link::crc32(reinterpret_cast<const uint8_t*>(params_), kModelBytes);
+  m.model_round = model_round_;
+  m.steps_since_global = steps_since_global_;
+  m.total_steps = total_steps_;
+  send(MsgType::kModelInfo, tx_payload_, msg::ModelInfo::encode(m, tx_payload_));
 }
 
 void Device::on_read(const link::Frame& f) {
-  const uint32_t offset = link::get_u32(f.payload, msg::Read::kOffset);
-  const uint8_t count = link::get_u8(f.payload, msg::Read::kCount);
+  const msg::Read::Fields m = msg::Read::decode(f.payload);
+  const uint32_t offset = m.offset;
+  const uint8_t count = m.count;
   if (count == 0 || offset >= kModelBytes) {
     Text t;
     t.str("READ of ").u32(count).str(" chunks at ").u32(offset).str(": need count >= 1 and ")
@@ -734,27 +675,22 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
   if (train) {
     ++total_steps_;
     ++steps_since_global_;
-    uint8_t* p = tx_payload_;
-    link::put_u32(p, msg::Loss::kStep, total_steps_);
-    link::put_f32(p, msg::Loss::kLoss, loss);
-    link::put_u8(p, msg::Loss::kLabel, label);
-    for (int i = 0; i < kOutputs; ++i) {
-      link::put_f32(p, msg::Loss::kOutputs + 4 * static_cast<size_t>(i), outputs[i]);
-    }
-    link::put_u32(p, msg::Loss::kModelRound, model_round_);
-    link::put_u32(p, msg::Loss::kStepsSinceGlobal, steps_since_global_);
-    link::put_u8(p, msg::Loss::kSource, static_cast<uint8_t>(source));
-    send(MsgType::kLoss, p, msg::Loss::kFixedSize);
+    msg::Loss::Fields m{};
+    m.step = total_steps_;
+    m.loss = loss;
+    m.label = label;
+    memcpy(m.outputs, outputs, sizeof m.outputs);
+    m.model_round = model_round_;
+    m.steps_since_global = steps_since_global_;
+    m.source = static_cast<uint8_t>(source);
+    send(MsgType::kLoss, tx_payload_, msg::Loss::encode(m, tx_payload_));
     t.str("loss step=").u32(total_steps_).str(" label=").u32(label).str(" loss=").f32(loss);
   } else {
-    uint8_t* p = tx_payload_;
-    for (int i = 0; i < kOutputs; ++i) {
-      link::put_f32(p, msg::Infer::kOutputs + 4 * static_cast<size_t>(i), outputs[i]);
-    }
-    link::put_u8(p, msg::Infer::kPrediction,
-                 detected >= 0 ? static_cast<uint8_t>(detected) : link::kNoClass);
-    link::put_u8(p, msg::Infer::kSource, static_cast<uint8_t>(source));
-    send(MsgType::kInfer, p, msg::Infer::kFixedSize);
+    msg::Infer::Fields m{};
+    memcpy(m.outputs, outputs, sizeof m.outputs);
+    m.prediction = detected >= 0 ? static_cast<uint8_t>(detected) : link::kNoClass;
+    m.source = static_cast<uint8_t>(source);
+    send(MsgType::kInfer, tx_payload_, msg::Infer::encode(m, tx_payload_));
     t.str("infer prediction=").i32(detected);
   }
   t.str(" outputs=").f32(outputs[0]).str(",").f32(outputs[1]).str(",").f32(outputs[2])
@@ -773,11 +709,11 @@ void Device::poll_read() {
          hal_->link_room() >= link::kMaxFrameWire) {
     const uint32_t n32 = kModelBytes - read_offset_;
     const size_t n = n32 < link::kChunkBytes ? n32 : link::kChunkBytes;
-    uint8_t* p = tx_payload_;
-    link::put_u32(p, msg::ModelChunk::kOffset, read_offset_);
-    memcpy(p + msg::ModelChunk::kFixedSize,
-           reinterpret_cast<const uint8_t*>(params_) + read_offset_, n);
-    send(MsgType::kModelChunk, p, msg::ModelChunk::kFixedSize + n);
+    msg::ModelChunk::Fields m{};
+    m.offset = read_offset_;
+    send(MsgType::kModelChunk, tx_payload_,
+         msg::ModelChunk::encode(m, reinterpret_cast<const uint8_t*>(params_) + read_offset_, n,
+                                 tx_payload_));
     read_offset_ += static_cast<uint32_t>(n);
     --read_left_;
     ++sent;
@@ -828,10 +764,10 @@ void Device::flush_state() {
   if (s == state_sent_ && leds_ == leds_sent_) return;
   state_sent_ = s;
   leds_sent_ = leds_;
-  uint8_t* p = tx_payload_;
-  link::put_u8(p, msg::State::kState, s);
-  link::put_u8(p, msg::State::kLed, leds_);
-  send(MsgType::kState, p, msg::State::kFixedSize);
+  msg::State::Fields m{};
+  m.state = s;
+  m.led = leds_;
+  send(MsgType::kState, tx_payload_, msg::State::encode(m, tx_payload_));
 }
 
 // ---------------------------------------------------------------------------- outputs
@@ -845,43 +781,38 @@ void Device::send(MsgType type, const uint8_t* payload, size_t n) {
 }
 
 void Device::send_hello() {
-  uint8_t* p = tx_payload_;
-  uint8_t id[8];
-  hal_->board_id(id);
-  link::put_u8(p, msg::Hello::kProtocol, link::kProtocolVersion);
-  link::put_u32(p, msg::Hello::kBootId, boot_id_);
-  memcpy(p + msg::Hello::kBoardId, id, sizeof id);
-  for (size_t i = 0; i < 3; ++i) p[msg::Hello::kFwVersion + i] = kFwVersion[i];
-  link::put_u16(p, msg::Hello::kArch, static_cast<uint16_t>(link::ArchId::kFc650163));
-  link::put_u8(p, msg::Hello::kPipeline, static_cast<uint8_t>(config_.pipeline));
-  link::put_f32(p, msg::Hello::kLr, lr_);
-  link::put_f32(p, msg::Hello::kMomentum, momentum_);
-  link::put_u16(p, msg::Hello::kLocalSteps, local_steps_);
-  link::put_u32(p, msg::Hello::kModelRound, model_round_);
-  link::put_u32(p, msg::Hello::kStepsSinceGlobal, steps_since_global_);
-  link::put_u32(p, msg::Hello::kTotalSteps, total_steps_);
-  link::put_u8(p, msg::Hello::kState, static_cast<uint8_t>(state_));
-  link::put_u8(p, msg::Hello::kWindow, link::kDefaultWindow);
-  link::put_u16(p, msg::Hello::kChunkBytes, static_cast<uint16_t>(link::kChunkBytes));
-  link::put_u8(p, msg::Hello::kFlags, hal_->hello_flags());
-  send(MsgType::kHello, p, msg::Hello::kFixedSize);
+  msg::Hello::Fields m{};
+  m.protocol = link::kProtocolVersion;
+  m.boot_id = boot_id_;
+  hal_->board_id(m.board_id);
+  memcpy(m.fw_version, kFwVersion, sizeof m.fw_version);
+  m.arch = static_cast<uint16_t>(link::ArchId::kFc650163);
+  m.pipeline = static_cast<uint8_t>(config_.pipeline);
+  m.lr = lr_;
+  m.momentum = momentum_;
+  m.local_steps = local_steps_;
+  m.model_round = model_round_;
+  m.steps_since_global = steps_since_global_;
+  m.total_steps = total_steps_;
+  m.state = static_cast<uint8_t>(state_);
+  m.window = link::kDefaultWindow;
+  m.chunk_bytes = static_cast<uint16_t>(link::kChunkBytes);
+  m.flags = hal_->hello_flags();
+  send(MsgType::kHello, tx_payload_, msg::Hello::encode(m, tx_payload_));
 }
 
 void Device::send_ack(uint16_t ref_seq, uint8_t ref_type) {
-  uint8_t* p = tx_payload_;
-  link::put_u16(p, msg::Ack::kRefSeq, ref_seq);
-  link::put_u8(p, msg::Ack::kRefType, ref_type);
-  send(MsgType::kAck, p, msg::Ack::kFixedSize);
+  msg::Ack::Fields m{};
+  m.ref_seq = ref_seq;
+  m.ref_type = ref_type;
+  send(MsgType::kAck, tx_payload_, msg::Ack::encode(m, tx_payload_));
 }
 
 void Device::send_error(uint16_t ref_seq, ErrorCode code, const char* text) {
-  uint8_t* p = tx_payload_;
-  link::put_u16(p, msg::Error::kRefSeq, ref_seq);
-  link::put_u8(p, msg::Error::kCode, static_cast<uint8_t>(code));
-  size_t n = strlen(text);
-  if (n > msg::Error::kTailMax) n = msg::Error::kTailMax;
-  memcpy(p + msg::Error::kFixedSize, text, n);
-  send(MsgType::kError, p, msg::Error::kFixedSize + n);
+  msg::Error::Fields m{};
+  m.ref_seq = ref_seq;
+  m.code = static_cast<uint8_t>(code);
+  send(MsgType::kError, tx_payload_, msg::Error::encode(m, text, tx_payload_));
   Text t;
   t.str("error ").str(link::error_name(code)).str(": ").str(text);
   hal_->log(LogLevel::kWarn, t.c_str());
@@ -890,20 +821,17 @@ void Device::send_error(uint16_t ref_seq, ErrorCode code, const char* text) {
 void Device::send_xfer_ack(uint32_t next_offset) {
   xfer_.last_ack = next_offset;
   xfer_.since_ack = 0;
-  uint8_t* p = tx_payload_;
-  link::put_u32(p, msg::XferAck::kNextOffset, next_offset);
-  send(MsgType::kXferAck, p, msg::XferAck::kFixedSize);
+  msg::XferAck::Fields m{};
+  m.next_offset = next_offset;
+  send(MsgType::kXferAck, tx_payload_, msg::XferAck::encode(m, tx_payload_));
 }
 
 void Device::log_line(LogLevel level, const char* text, bool to_link) {
   hal_->log(level, text);
   if (!to_link) return;
-  uint8_t* p = tx_payload_;
-  link::put_u8(p, msg::Log::kLevel, static_cast<uint8_t>(level));
-  size_t n = strlen(text);
-  if (n > msg::Log::kTailMax) n = msg::Log::kTailMax;
-  memcpy(p + msg::Log::kFixedSize, text, n);
-  send(MsgType::kLog, p, msg::Log::kFixedSize + n);
+  msg::Log::Fields m{};
+  m.level = static_cast<uint8_t>(level);
+  send(MsgType::kLog, tx_payload_, msg::Log::encode(m, text, tx_payload_));
 }
 
 }  // namespace tinyfed

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 import time
 import zlib
 from collections import deque
@@ -45,9 +44,9 @@ import numpy.typing as npt
 
 from tinyfed import model
 from tinyfed.errors import TinyfedError
-from tinyfed.link import frame, spec
+from tinyfed.link import frame, messages, spec
 from tinyfed.link.frame import Frame, FrameError
-from tinyfed.link.spec import ErrorCode, MsgType, XferTarget
+from tinyfed.link.spec import ErrorCode, XferTarget
 from tinyfed.link.transports.base import Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -95,128 +94,20 @@ class LinkClosedError(LinkError):
 # ----------------------------------------------------------------------------- board frames
 
 
-@dataclass(frozen=True)
-class Hello:
-    """A board's HELLO: who it is, what it runs, and where its model stands."""
-
-    boot_id: int
-    board_id: bytes
-    fw_version: tuple[int, int, int]
-    arch: int
-    pipeline: int
-    lr: float
-    momentum: float
-    local_steps: int
-    model_round: int
-    steps_since_global: int
-    total_steps: int
-    state: int
-    window: int
-    chunk_bytes: int
-    flags: int
-    protocol: int = spec.PROTOCOL_VERSION
-
-    @property
-    def board_hex(self) -> str:
-        return self.board_id.hex()
-
-    @property
-    def boot_hex(self) -> str:
-        return f"{self.boot_id:08x}"
-
-    @property
-    def firmware(self) -> str:
-        return ".".join(str(v) for v in self.fw_version)
-
-    @property
-    def virtual(self) -> bool:
-        return bool(self.flags & 1)
-
-    @property
-    def pipeline_name(self) -> str:
-        try:
-            return spec.PipelineId(self.pipeline).name.lower()
-        except ValueError:
-            return f"pipeline-{self.pipeline}"
-
-    @classmethod
-    def from_fields(cls, f: dict[str, Any]) -> Hello:
-        return cls(
-            protocol=f["protocol"],
-            boot_id=f["boot_id"],
-            board_id=f["board_id"],
-            fw_version=tuple(f["fw_version"]),
-            arch=f["arch"],
-            pipeline=f["pipeline"],
-            lr=f["lr"],
-            momentum=f["momentum"],
-            local_steps=f["local_steps"],
-            model_round=f["model_round"],
-            steps_since_global=f["steps_since_global"],
-            total_steps=f["total_steps"],
-            state=f["state"],
-            window=f["window"],
-            chunk_bytes=f["chunk_bytes"],
-            flags=f["flags"],
-        )
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """MODEL_INFO: a description of the board's model at the moment it was asked."""
-
-    total_len: int
-    crc32: int
-    model_round: int
-    steps_since_global: int
-    total_steps: int
-
-
-@dataclass(frozen=True)
-class LossReport:
-    """LOSS: one training step (loss and outputs computed before the step's update)."""
-
-    step: int
-    loss: float
-    label: int
-    outputs: tuple[float, float, float]
-    model_round: int
-    steps_since_global: int
-    source: int
-
-    @property
-    def prediction(self) -> int | None:
-        """The class whose output is highest and above the detection threshold, else None."""
-        best = int(np.argmax(self.outputs))
-        return best if self.outputs[best] > model.DETECTION_THRESHOLD else None
-
-
-@dataclass(frozen=True)
-class InferReport:
-    """INFER: one inference."""
-
-    outputs: tuple[float, float, float]
-    prediction: int | None
-    source: int
-
-
-@dataclass(frozen=True)
-class StateReport:
-    """STATE: the board's state or LEDs changed."""
-
-    state: int
-    led: int
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """LOG: a line the board logged (level 0 debug .. 3 error)."""
-
-    level: int
-    text: str
-
+#: The board's frames as the client hands them on: the generated message classes
+#: (tinyfed/link/messages.py), under the names the gateway reads them by.
+Hello = messages.Hello  #: who the board is, what it runs, where its model stands
+ModelInfo = messages.ModelInfo  #: the board's model at the moment it was asked
+LossReport = messages.Loss  #: one training step (loss and outputs before its update)
+InferReport = messages.Infer  #: one inference (``prediction`` None: nothing detected)
+StateReport = messages.State  #: the board's state or LEDs changed
+LogLine = messages.Log  #: a line the board logged (``text``; level 0 debug .. 3 error)
 
 Event = Hello | LossReport | InferReport | StateReport | LogLine
+#: Frames that answer a command, queued for the command that waits.
+Reply = messages.Ack | messages.Error | messages.XferAck | messages.ModelInfo | messages.ModelChunk
+REPLIES = (messages.Ack, messages.Error, messages.XferAck, messages.ModelInfo, messages.ModelChunk)
+R = TypeVar("R", bound=Reply)
 
 
 @dataclass
@@ -263,7 +154,7 @@ class TransferRecord:
 class _Inbox:
     """Replies waiting to be picked up by the command that runs (one at a time)."""
 
-    replies: asyncio.Queue[Frame] = field(default_factory=asyncio.Queue)
+    replies: asyncio.Queue[Reply] = field(default_factory=asyncio.Queue)
     hello: asyncio.Queue[Hello] = field(default_factory=asyncio.Queue)
 
 
@@ -318,6 +209,13 @@ class BoardLink:
         self._closed: BaseException | None = None
         self._reset_seen = asyncio.Event()
         self._busy = False
+        #: What to do with each board-to-host message: the dispatch table (commands the board
+        #: should never send are absent, and logged as unexpected).
+        self._handlers: dict[type[messages.Message], Callable[[Any], None]] = {
+            **dict.fromkeys(REPLIES, self._on_reply),
+            Hello: self._on_hello,
+            **dict.fromkeys((LossReport, InferReport, StateReport, LogLine), self._post),
+        }
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -406,7 +304,7 @@ class BoardLink:
 
         async def once() -> None:
             await self._request(
-                MsgType.SET_PARAMS, lr=lr, momentum=momentum, local_steps=local_steps
+                messages.SetParams(lr=lr, momentum=momentum, local_steps=local_steps)
             )
 
         await self._command("SET_PARAMS", once)
@@ -416,7 +314,7 @@ class BoardLink:
 
         async def once() -> Hello:
             self._drain(self._inbox.hello)
-            await self._request(MsgType.RESET)
+            await self._request(messages.Reset())
             return await self._wait(self._inbox.hello.get(), "HELLO after RESET", reset_ok=True)
 
         hello = await self._command("RESET", once)
@@ -520,7 +418,7 @@ class BoardLink:
         """XFER_END; if only its ACK was lost, a re-sent END finds no transfer open (BAD_STATE),
         and for a model MODEL_INFO then tells whether ours was applied."""
         try:
-            await self._retrying("XFER_END", lambda: self._request_once(MsgType.XFER_END))
+            await self._retrying("XFER_END", lambda: self._request_once(messages.XferEnd()))
         except BoardError as exc:
             if exc.code != ErrorCode.BAD_STATE or target != XferTarget.MODEL:
                 raise
@@ -530,19 +428,16 @@ class BoardLink:
             log.debug("%s: XFER_END's ACK was lost; the model was applied", self.url)
 
     async def _begin_once(self, target: XferTarget, total: int, crc: int, meta: int) -> None:
+        begin = messages.XferBegin(target=int(target), total_len=total, crc32=crc, meta=meta)
         try:
-            await self._request(
-                MsgType.XFER_BEGIN, target=int(target), total_len=total, crc32=crc, meta=meta
-            )
+            await self._request(begin)
         except BoardError as exc:
             if exc.code != ErrorCode.BAD_STATE:
                 raise
             # A transfer is still open (our earlier BEGIN arrived, its ACK did not): abandon
             # it and open ours.
             await self._abort_quietly()
-            await self._request(
-                MsgType.XFER_BEGIN, target=int(target), total_len=total, crc32=crc, meta=meta
-            )
+            await self._request(begin)
 
     async def _send_chunks(self, data: bytes) -> None:
         """Go-back-N in windows of ``window`` chunks, each starting at the last acknowledgement.
@@ -572,7 +467,7 @@ class BoardLink:
             deadline = time.monotonic() + self.timeout
             while True:
                 try:
-                    reply = await self._wait_reply(deadline, {MsgType.XFER_ACK}, None)
+                    reply = await self._wait_reply(deadline, messages.XferAck, None)
                 except LinkTimeoutError:
                     failures += 1
                     if failures > self.retries:
@@ -583,12 +478,11 @@ class BoardLink:
                     self.stats.retries += 1
                     log.debug("%s: XFER_ACK timeout at %d; going back", self.url, base)
                     break  # send the window again from base
-                if reply.type == MsgType.ERROR:
-                    f = frame.unpack(reply)
-                    if f["code"] in RETRYABLE_ERRORS:
+                if isinstance(reply, messages.Error):
+                    if reply.code in RETRYABLE_ERRORS:
                         continue  # a chunk was mangled; its gap acknowledgement follows
-                    raise BoardError(f["code"], f["tail"], "XFER_CHUNK")
-                (next_offset,) = struct.unpack_from("<I", reply.payload)
+                    raise BoardError(reply.code, reply.tail, "XFER_CHUNK")
+                next_offset = reply.next_offset
                 if next_offset < base:
                     continue  # stale acknowledgement of an earlier window
                 if next_offset > base:
@@ -605,12 +499,8 @@ class BoardLink:
     async def _send_range(self, data: bytes, start: int, end: int, chunk: int) -> None:
         out = bytearray()
         for offset in range(start, end, chunk):
-            out += frame.pack(
-                MsgType.XFER_CHUNK,
-                self._next_seq(),
-                offset=offset,
-                tail=data[offset : min(end, offset + chunk)],
-            )
+            piece = data[offset : min(end, offset + chunk)]
+            out += frame.pack(messages.XferChunk(offset=offset, tail=piece), self._next_seq())
             self.stats.frames_out += 1
         await self._write(bytes(out))
 
@@ -645,31 +535,31 @@ class BoardLink:
         """Send one READ and collect its chunks until they stop coming; return how many."""
         self._drain(self._inbox.replies)
         seq = self._next_seq()
-        await self._send(MsgType.READ, seq, offset=offset, count=count)
+        await self._send(messages.Read(offset=offset, count=count), seq)
         self.stats.round_trips += 1
         got = 0
         wanted = set(range(offset // chunk, offset // chunk + count))
         while wanted:
             try:
                 reply = await self._wait_reply(
-                    time.monotonic() + self.timeout, {MsgType.MODEL_CHUNK}, seq
+                    time.monotonic() + self.timeout, messages.ModelChunk, seq
                 )
             except LinkTimeoutError:
                 self.stats.retries += 1
                 break
-            if reply.type == MsgType.ERROR:
-                f = frame.unpack(reply)
-                if f["code"] in RETRYABLE_ERRORS or f["code"] == ErrorCode.BUSY:
+            if isinstance(reply, messages.Error):
+                if reply.code in RETRYABLE_ERRORS or reply.code == ErrorCode.BUSY:
                     self.stats.retries += 1
                     await asyncio.sleep(0.01)
                     break
-                raise BoardError(f["code"], f["tail"], "READ")
-            f = frame.unpack(reply)
-            index, rem = divmod(f["offset"], chunk)
-            tail: bytes = f["tail"]
-            expected = min(chunk, total - f["offset"]) if f["offset"] < total else -1
+                raise BoardError(reply.code, reply.tail, "READ")
+            index, rem = divmod(reply.offset, chunk)
+            tail = reply.tail
+            expected = min(chunk, total - reply.offset) if reply.offset < total else -1
             if rem or len(tail) != expected:
-                log.debug("%s: MODEL_CHUNK at %d of %d B ignored", self.url, f["offset"], len(tail))
+                log.debug(
+                    "%s: MODEL_CHUNK at %d of %d B ignored", self.url, reply.offset, len(tail)
+                )
                 continue
             if index not in pieces:
                 pieces[index] = tail
@@ -708,68 +598,62 @@ class BoardLink:
                 raise LinkTimeoutError(f"{name}: no answer from {self.url} after {failures} tries")
             self.stats.retries += 1
 
-    async def _request_once(self, msg_type: MsgType, **fields: Any) -> Frame:
-        return await self._request(msg_type, **fields)
+    async def _request_once(self, command: messages.MessageBase) -> messages.Ack:
+        return await self._request(command)
 
-    async def _request(self, msg_type: MsgType, **fields: Any) -> Frame:
+    async def _request(self, command: messages.MessageBase) -> messages.Ack:
         """Send a command and wait for its ACK (or ERROR, raised as :class:`BoardError`)."""
         self._drain(self._inbox.replies)
         seq = self._next_seq()
-        await self._send(msg_type, seq, **fields)
+        await self._send(command, seq)
         self.stats.round_trips += 1
         deadline = time.monotonic() + self.timeout
         while True:
-            reply = await self._wait_reply(deadline, {MsgType.ACK}, seq)
-            if reply.type == MsgType.ERROR:
-                f = frame.unpack(reply)
-                raise BoardError(f["code"], f["tail"], msg_type.name)
-            if frame.unpack(reply)["ref_seq"] == seq:
+            reply = await self._wait_reply(deadline, messages.Ack, seq)
+            if isinstance(reply, messages.Error):
+                raise BoardError(reply.code, reply.tail, command.TYPE.name)
+            if reply.ref_seq == seq:
                 return reply
 
     async def _hello_once(self) -> Hello:
         self._drain(self._inbox.hello)
-        await self._send(MsgType.HELLO_REQ, self._next_seq())
+        await self._send(messages.HelloReq(), self._next_seq())
         self.stats.round_trips += 1
         return await self._wait(self._inbox.hello.get(), "HELLO", reset_ok=True)
 
     async def _model_info_once(self) -> ModelInfo:
         self._drain(self._inbox.replies)
         seq = self._next_seq()
-        await self._send(MsgType.GET_MODEL, seq)
+        await self._send(messages.GetModel(), seq)
         self.stats.round_trips += 1
-        reply = await self._wait_reply(time.monotonic() + self.timeout, {MsgType.MODEL_INFO}, seq)
-        f = frame.unpack(reply)
-        if reply.type == MsgType.ERROR:
-            raise BoardError(f["code"], f["tail"], "GET_MODEL")
-        return ModelInfo(
-            total_len=f["total_len"],
-            crc32=f["crc32"],
-            model_round=f["model_round"],
-            steps_since_global=f["steps_since_global"],
-            total_steps=f["total_steps"],
-        )
+        reply = await self._wait_reply(time.monotonic() + self.timeout, messages.ModelInfo, seq)
+        if isinstance(reply, messages.Error):
+            raise BoardError(reply.code, reply.tail, "GET_MODEL")
+        return reply
 
-    async def _wait_reply(self, deadline: float, types: set[MsgType], seq: int | None) -> Frame:
-        """The next reply of one of ``types``, or an ERROR naming ``seq`` (or any seq)."""
+    async def _wait_reply(
+        self, deadline: float, kind: type[R], seq: int | None
+    ) -> R | messages.Error:
+        """The next reply of class ``kind``, or an ERROR naming ``seq`` (or any seq)."""
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise LinkTimeoutError(f"no {'/'.join(t.name for t in types)} from {self.url}")
+                raise LinkTimeoutError(f"no {kind.TYPE.name} from {self.url}")
             reply = await self._wait(
                 self._inbox.replies.get(), "reply", timeout=remaining, reset_ok=False
             )
-            if reply.type in types:
+            if isinstance(reply, kind):
                 if (
                     seq is not None
-                    and reply.type in (MsgType.ACK, MsgType.MODEL_INFO)
-                    and frame.unpack(reply)["ref_seq"] != seq
+                    and isinstance(reply, messages.Ack | messages.ModelInfo)
+                    and reply.ref_seq != seq
                 ):
                     continue  # the answer to an earlier try
                 return reply
-            if reply.type == MsgType.ERROR:
-                ref = frame.unpack(reply)["ref_seq"]
-                if seq is None or ref == seq or frame.unpack(reply)["code"] in RETRYABLE_ERRORS:
-                    return reply
+            if isinstance(reply, messages.Error) and (
+                seq is None or reply.ref_seq == seq or reply.code in RETRYABLE_ERRORS
+            ):
+                return reply
 
     async def _wait(
         self,
@@ -810,7 +694,7 @@ class BoardLink:
         if self._closed is not None:
             return
         with contextlib.suppress(LinkError, TransportError):
-            await self._send(MsgType.XFER_ABORT, self._next_seq())
+            await self._send(messages.XferAbort(), self._next_seq())
 
     # -- frames in and out ----------------------------------------------------------------
 
@@ -818,10 +702,10 @@ class BoardLink:
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
-    async def _send(self, msg_type: MsgType, seq: int, **fields: Any) -> None:
+    async def _send(self, command: messages.MessageBase, seq: int) -> None:
         self._reset_seen.clear()
         self.stats.frames_out += 1
-        await self._write(frame.pack(msg_type, seq, **fields))
+        await self._write(frame.pack(command, seq))
 
     async def _write(self, wire: bytes) -> None:
         self._check_open()
@@ -869,66 +753,38 @@ class BoardLink:
             self.stats.lost_frames += 1
         self._board_seq = f.seq
         try:
-            fields = frame.unpack(f)
+            message = frame.unpack(f)
         except FrameError as exc:
             self.stats.bad_frames += 1
             log.warning("%s: malformed %s frame: %s", self.url, f.name, exc)
             return
-        t = f.type
-        if t in (MsgType.ACK, MsgType.ERROR, MsgType.XFER_ACK, MsgType.MODEL_INFO):
-            if t == MsgType.ERROR:
-                log.debug(
-                    "%s: ERROR %s for seq %d: %s",
-                    self.url,
-                    fields["code"],
-                    fields["ref_seq"],
-                    fields["tail"],
-                )
-            self._inbox.replies.put_nowait(f)
-        elif t == MsgType.MODEL_CHUNK:
-            self._inbox.replies.put_nowait(f)
-        elif t == MsgType.HELLO:
-            hello = Hello.from_fields(fields)
-            previous, self.board = self.board, hello
-            if previous is not None and previous.boot_id != hello.boot_id:
-                log.info(
-                    "%s: board %s rebooted (boot id %s -> %s)",
-                    self.url,
-                    hello.board_hex,
-                    previous.boot_hex,
-                    hello.boot_hex,
-                )
-                self._reset_seen.set()
-            self._inbox.hello.put_nowait(hello)
-            if previous is None or previous.boot_id != hello.boot_id:
-                self._post(hello)  # a board seen for the first time, or rebooted
-        elif t == MsgType.LOSS:
-            self._post(
-                LossReport(
-                    step=fields["step"],
-                    loss=fields["loss"],
-                    label=fields["label"],
-                    outputs=fields["outputs"],
-                    model_round=fields["model_round"],
-                    steps_since_global=fields["steps_since_global"],
-                    source=fields["source"],
-                )
-            )
-        elif t == MsgType.INFER:
-            pred = fields["prediction"]
-            self._post(
-                InferReport(
-                    outputs=fields["outputs"],
-                    prediction=None if pred == spec.NO_CLASS else pred,
-                    source=fields["source"],
-                )
-            )
-        elif t == MsgType.STATE:
-            self._post(StateReport(state=fields["state"], led=fields["led"]))
-        elif t == MsgType.LOG:
-            self._post(LogLine(level=fields["level"], text=fields["tail"]))
-        else:
+        handler = self._handlers.get(type(message))
+        if handler is None:
             log.warning("%s: unexpected %s frame from the board", self.url, f.name)
+        else:
+            handler(message)
+
+    def _on_reply(self, reply: Reply) -> None:
+        if isinstance(reply, messages.Error):
+            log.debug(
+                "%s: ERROR %s for seq %d: %s", self.url, reply.code, reply.ref_seq, reply.tail
+            )
+        self._inbox.replies.put_nowait(reply)
+
+    def _on_hello(self, hello: Hello) -> None:
+        previous, self.board = self.board, hello
+        if previous is not None and previous.boot_id != hello.boot_id:
+            log.info(
+                "%s: board %s rebooted (boot id %s -> %s)",
+                self.url,
+                hello.board_hex,
+                previous.boot_hex,
+                hello.boot_hex,
+            )
+            self._reset_seen.set()
+        self._inbox.hello.put_nowait(hello)
+        if previous is None or previous.boot_id != hello.boot_id:
+            self._post(hello)  # a board seen for the first time, or rebooted
 
     def _post(self, event: Event) -> None:
         if self._events.qsize() >= EVENT_QUEUE_LIMIT:
