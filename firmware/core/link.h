@@ -23,8 +23,7 @@ static_assert(kMaxFrameRaw + 2 == kMaxFrameWire, "COBS adds 1 byte per 254, plus
 // kUnknownSeq (link_spec.h): the ref_seq of ERROR frames answering a frame whose own seq
 // cannot be trusted (COBS, CRC or overflow errors).
 
-// The little-endian field helpers (put_u8 ... get_f32) are in link_spec.h, whose generated
-// encoders use them.
+// The little-endian field helpers (put_u8 ... get_f32) are in le.h (through link_spec.h).
 
 // ---- checksums ---------------------------------------------------------------------------
 

@@ -3,11 +3,15 @@
 // wire format. Every constant, enum and layout below is spec.py's, under the same name
 // (kMaxPayload is MAX_PAYLOAD, msg::Hello is MsgType.HELLO's payload); the drift check
 // (`python -m tinyfed.link.gen --check`) fails when this file differs from the spec.
+// It is long (~700 lines: per message its offsets, Fields, encode and decode) because it
+// is generated; read spec.py for the protocol.
 #pragma once
 
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "le.h"  // put_u8 ... get_f32: the little-endian helpers the encoders use
 
 namespace tinyfed {
 namespace link {
@@ -195,37 +199,6 @@ inline const char* name_of(PipelineId v) {
 // The name of a frame type as spec.py spells it, or nullptr for a type not in the table.
 inline const char* type_name(uint8_t type) {
   return name_of(static_cast<MsgType>(type));
-}
-
-// ---- little-endian field access (never native byte order) --------------------------------
-
-inline void put_u8(uint8_t* p, size_t off, uint8_t v) { p[off] = v; }
-inline void put_u16(uint8_t* p, size_t off, uint16_t v) {
-  p[off] = static_cast<uint8_t>(v);
-  p[off + 1] = static_cast<uint8_t>(v >> 8);
-}
-inline void put_u32(uint8_t* p, size_t off, uint32_t v) {
-  for (size_t i = 0; i < 4; ++i) p[off + i] = static_cast<uint8_t>(v >> (8 * i));
-}
-inline void put_f32(uint8_t* p, size_t off, float v) {
-  uint32_t u;
-  memcpy(&u, &v, sizeof u);
-  put_u32(p, off, u);
-}
-inline uint8_t get_u8(const uint8_t* p, size_t off) { return p[off]; }
-inline uint16_t get_u16(const uint8_t* p, size_t off) {
-  return static_cast<uint16_t>(p[off] | (p[off + 1] << 8));
-}
-inline uint32_t get_u32(const uint8_t* p, size_t off) {
-  uint32_t v = 0;
-  for (size_t i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[off + i]) << (8 * i);
-  return v;
-}
-inline float get_f32(const uint8_t* p, size_t off) {
-  const uint32_t u = get_u32(p, off);
-  float v;
-  memcpy(&v, &u, sizeof v);
-  return v;
 }
 
 // Payload layouts: byte offsets of every field (little-endian), fixed size, the largest

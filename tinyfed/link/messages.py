@@ -4,6 +4,8 @@ GENERATED from :mod:`tinyfed.link.spec` by ``python -m tinyfed.link.gen``: do no
 One frozen dataclass per frame type, its fields named and ordered as in the spec;
 :func:`tinyfed.link.frame.pack` and :func:`tinyfed.link.frame.unpack` build and read frames
 through them. The drift check (``--check``) fails when this file differs from the spec.
+It is long (one class per frame type, ~600 lines) because it is generated: read the
+spec for the protocol, views.py for the few hand-written properties.
 """
 
 from __future__ import annotations

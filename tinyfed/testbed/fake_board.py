@@ -3,8 +3,8 @@
 :class:`FakeBoard` is a :class:`~tinyfed.link.transports.base.Transport`, so
 :class:`~tinyfed.link.client.BoardLink` drives it exactly as it drives a serial port, but no
 compiler, process or pseudo-terminal is involved: what the host writes is parsed into frames
-(:class:`~tinyfed.link.frame.FrameParser`), answered by the rules of
-``firmware/core/device.cpp``, and the answers are encoded frames that :meth:`FakeBoard.read`
+(:class:`~tinyfed.link.frame.FrameParser`), answered by the rules of the firmware's
+``core/device_commands.cpp``, and the answers are encoded frames that :meth:`FakeBoard.read`
 returns. A transfer takes milliseconds, so the link client's retries, go-back-N windows and
 timeouts can be unit-tested quickly; the compiled virtual board (:mod:`tinyfed.testbed.
 virtual_board`) stays the end-to-end reference.
