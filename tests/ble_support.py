@@ -47,7 +47,8 @@ from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
 
-from tinyfed.link.frame import Frame, FrameError, FrameParser, encode_frame, pack
+from tests.link_support import pack
+from tinyfed.link.frame import Frame, FrameError, FrameParser, encode_frame
 from tinyfed.link.spec import (
     BLE_NAME_PREFIX,
     BLE_RX_CHAR_UUID,

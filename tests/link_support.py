@@ -10,6 +10,7 @@ any of our code.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -30,11 +31,25 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tinyfed import model
-from tinyfed.link import frame
-from tinyfed.link.frame import FrameError
+from tinyfed.link import frame, messages
+from tinyfed.link.frame import Frame, FrameError
+from tinyfed.link.spec import MsgType
 from tinyfed.mqtt import contract
 from tinyfed.mqtt import session as mqtt_session
 from tinyfed.testbed import fake_board
+
+
+def pack(msg_type: MsgType, seq: int, tail: bytes | str = b"", **fields: Any) -> bytes:
+    """Wire bytes of a message given by its type and field names (the generated class's)."""
+    if tail:
+        fields["tail"] = tail
+    return frame.pack(messages.BY_TYPE[msg_type](**fields), seq)
+
+
+def unpack(f: Frame) -> dict[str, Any]:
+    """The fields of a frame by name (``tail`` for its tail), for tests that compare many."""
+    return dataclasses.asdict(frame.unpack(f))
+
 
 SAMPLE_RATE = 16_000
 

@@ -136,20 +136,8 @@ size_t encode_frame(uint8_t type, uint16_t seq, const uint8_t* payload, size_t p
 }
 
 const char* error_name(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::kBadCrc: return "BAD_CRC";
-    case ErrorCode::kBadLength: return "BAD_LENGTH";
-    case ErrorCode::kUnknownType: return "UNKNOWN_TYPE";
-    case ErrorCode::kBadVersion: return "BAD_VERSION";
-    case ErrorCode::kBadState: return "BAD_STATE";
-    case ErrorCode::kBadArgument: return "BAD_ARGUMENT";
-    case ErrorCode::kChecksum: return "CHECKSUM";
-    case ErrorCode::kNonFinite: return "NON_FINITE";
-    case ErrorCode::kBusy: return "BUSY";
-    case ErrorCode::kOverflow: return "OVERFLOW";
-    case ErrorCode::kBadEncoding: return "BAD_ENCODING";
-  }
-  return "UNKNOWN_ERROR";
+  const char* name = name_of(code);  // spec.py's name (link_spec.h)
+  return name != nullptr ? name : "UNKNOWN_ERROR";
 }
 
 FrameParser::Event FrameParser::push(uint8_t byte) {

@@ -6,6 +6,8 @@
 // nothing), a transport switch mid-frame (resync), a microphone that never delivers or does
 // not start (no lock in RECORDING), RESET (the ACK leaves before the reboot). And the user's
 // side: transfer LED, the inference blink, the long press that asks for a round.
+// One file of ~900 lines on purpose: the checks run in order on one Device, each starting from
+// the state the ones before left (as in a board's life), which a split would have to rebuild.
 //
 //   test_device [VECTORS_DIR]    (the vectors are not needed; make test passes them anyway)
 #include <math.h>

@@ -8,9 +8,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tinyfed.features import align, mfcc
+from tinyfed.features import align, align_vectors, mfcc
 from tinyfed.features.pipelines import get_pipeline
-from tinyfed.testbed import align_vectors, vectors
+from tinyfed.testbed import vectors
 
 CASES = (vectors.vectors_dir() / "align" / align_vectors.CASES_FILE).read_text().split()
 

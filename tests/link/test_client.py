@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import link_support
 from tests.link_support import Fault, Relay, corrupt_nth, flip_byte
 from tinyfed import model
 from tinyfed.errors import UsageError
@@ -58,7 +59,7 @@ def lose(chunk_type: int, chunks: set[int], *, times: int, ack_type: int | None 
     def fault(direction: str, msg_type: int, index: int, wire: bytes) -> bytes:
         if msg_type not in (chunk_type, ack_type):
             return wire
-        fields = frame.unpack(frame.decode_frame(wire[:-1]))
+        fields = link_support.unpack(frame.decode_frame(wire[:-1]))
         offset = fields["offset"] if msg_type == chunk_type else fields["next_offset"]
         key = (msg_type, offset)
         if offset % CHUNK or offset // CHUNK not in chunks or seen.get(key, 0) >= times:
@@ -195,7 +196,7 @@ def test_a_download_with_no_progress_gives_up_after_its_retries(board: VirtualBo
     # Prepare: every copy of chunk 5 is mangled, so the board never gets past it.
     def fault(direction: str, msg_type: int, index: int, wire: bytes) -> bytes:
         if msg_type == T.XFER_CHUNK:
-            fields = frame.unpack(frame.decode_frame(wire[:-1]))
+            fields = link_support.unpack(frame.decode_frame(wire[:-1]))
             if fields["offset"] == 5 * CHUNK:
                 return flip_byte(wire)
         return wire

@@ -18,6 +18,7 @@ from typing import TypeVar
 import numpy as np
 import pytest
 
+from tests import link_support
 from tinyfed import model
 from tinyfed.link import frame, spec
 from tinyfed.link.client import BoardLink, LinkTimeoutError, LossReport
@@ -63,7 +64,9 @@ def sent(board: FakeBoard, msg_type: MsgType) -> list[Frame]:
 
 
 def chunk_offsets(board: FakeBoard) -> list[int]:
-    return [frame.unpack(f)["offset"] for f in board.received if f.type == MsgType.XFER_CHUNK]
+    return [
+        link_support.unpack(f)["offset"] for f in board.received if f.type == MsgType.XFER_CHUNK
+    ]
 
 
 def test_a_model_goes_down_in_windows_and_comes_back_identical() -> None:
@@ -83,7 +86,7 @@ def test_a_model_goes_down_in_windows_and_comes_back_identical() -> None:
     assert len(sent(board, MsgType.XFER_ACK)) == WINDOWS
     assert chunk_offsets(board) == [i * spec.CHUNK_BYTES for i in range(CHUNKS)]
     # the upload: 184 chunks in READs of 64
-    assert [frame.unpack(f)["count"] for f in board.received if f.type == MsgType.READ] == [
+    assert [link_support.unpack(f)["count"] for f in board.received if f.type == MsgType.READ] == [
         64,
         64,
         56,
@@ -101,7 +104,7 @@ def test_a_lost_chunk_is_asked_for_once_and_the_window_goes_back_to_it() -> None
     retries = run(board, scenario)
     np.testing.assert_array_equal(board.params, params)
     lost = 11 * spec.CHUNK_BYTES
-    acks = [frame.unpack(f)["next_offset"] for f in sent(board, MsgType.XFER_ACK)]
+    acks = [link_support.unpack(f)["next_offset"] for f in sent(board, MsgType.XFER_ACK)]
     assert acks.count(lost) == 1  # the gap is acknowledged once, whatever follows it
     c = spec.CHUNK_BYTES
     offsets = chunk_offsets(board)
@@ -139,7 +142,7 @@ def test_a_corrupted_chunk_is_an_error_then_a_gap_and_the_model_arrives_intact()
     params = model.init_params(10)
     run(board, lambda link: link.put_model(params, 5))
     np.testing.assert_array_equal(board.params, params)
-    errors = [frame.unpack(f) for f in sent(board, MsgType.ERROR)]
+    errors = [link_support.unpack(f) for f in sent(board, MsgType.ERROR)]
     assert [(e["ref_seq"], e["code"]) for e in errors] == [(spec.UNKNOWN_SEQ, ErrorCode.BAD_CRC)]
     assert board.models_applied == 1
 
@@ -162,7 +165,7 @@ def test_a_model_damaged_despite_its_frame_crcs_is_refused_and_sent_again() -> N
         return link.stats.retries
 
     retries = run(board, scenario)
-    errors = [frame.unpack(f)["code"] for f in sent(board, MsgType.ERROR)]
+    errors = [link_support.unpack(f)["code"] for f in sent(board, MsgType.ERROR)]
     assert errors == [ErrorCode.CHECKSUM]
     np.testing.assert_array_equal(board.params, params)
     assert board.models_applied == 1
@@ -175,7 +178,7 @@ def test_a_lost_reply_to_xfer_end_is_settled_by_asking_for_the_model_info() -> N
     params = model.init_params(12)
     run(board, lambda link: link.put_model(params, 8))
     assert board.models_applied == 1
-    errors = [frame.unpack(f)["code"] for f in sent(board, MsgType.ERROR)]
+    errors = [link_support.unpack(f)["code"] for f in sent(board, MsgType.ERROR)]
     assert errors == [ErrorCode.BAD_STATE]
     assert [f.type for f in board.received][-2:] == [MsgType.XFER_END, MsgType.GET_MODEL]
 
@@ -204,7 +207,7 @@ def test_a_lost_model_chunk_is_read_again() -> None:
 
     got = run(board, scenario)
     np.testing.assert_array_equal(got, board.params)
-    reads = [frame.unpack(f) for f in board.received if f.type == MsgType.READ]
+    reads = [link_support.unpack(f) for f in board.received if f.type == MsgType.READ]
     c = spec.CHUNK_BYTES
     # the first READ's chunk 4 is lost: after its timeout, only chunk 4 is asked for again
     assert [(r["offset"], r["count"]) for r in reads] == [

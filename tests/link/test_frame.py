@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import link_support
 from tinyfed.link import frame, gen, spec
 from tinyfed.link.frame import Frame, FrameError, FrameParser
 from tinyfed.link.spec import ErrorCode, MsgType
@@ -55,13 +56,13 @@ def test_every_vector_decodes_as_recorded() -> None:
 
 
 def test_largest_frame_fits_one_ble_write() -> None:
-    wire = frame.pack(MsgType.XFER_CHUNK, 1, offset=0, tail=b"\xff" * spec.CHUNK_BYTES)
+    wire = link_support.pack(MsgType.XFER_CHUNK, 1, offset=0, tail=b"\xff" * spec.CHUNK_BYTES)
     assert len(wire) <= spec.MAX_FRAME_WIRE <= 244
 
 
 def test_parser_resyncs_after_garbage_and_split_reads() -> None:
     # Prepare
-    good = frame.pack(MsgType.READ, 3, offset=228, count=8)
+    good = link_support.pack(MsgType.READ, 3, offset=228, count=8)
     stream = b"\x13\x37garbage\x00" + good + b"\xff" * 500 + b"\x00" + good
     parser = FrameParser()
     # Execute: feed one byte at a time, as a slow serial line would deliver it
@@ -71,13 +72,13 @@ def test_parser_resyncs_after_garbage_and_split_reads() -> None:
     # Assert
     frames = [r for r in results if isinstance(r, Frame)]
     errors = [r for r in results if isinstance(r, FrameError)]
-    assert [frame.unpack(f) for f in frames] == [{"offset": 228, "count": 8}] * 2
+    assert [link_support.unpack(f) for f in frames] == [{"offset": 228, "count": 8}] * 2
     assert {e.code for e in errors} >= {ErrorCode.OVERFLOW}
     assert len(errors) == 2
 
 
 def test_corrupted_byte_is_reported_as_bad_crc() -> None:
-    wire = bytearray(frame.pack(MsgType.SET_PARAMS, 1, lr=0.1, momentum=0.9, local_steps=10))
+    wire = bytearray(link_support.pack(MsgType.SET_PARAMS, 1, lr=0.1, momentum=0.9, local_steps=10))
     wire[5] ^= 0x40
     (result,) = FrameParser().feed(bytes(wire))
     assert isinstance(result, FrameError)
@@ -86,10 +87,10 @@ def test_corrupted_byte_is_reported_as_bad_crc() -> None:
 
 def test_unpack_rejects_unknown_type_and_wrong_size() -> None:
     with pytest.raises(FrameError, match="unknown frame type 0x30") as info:
-        frame.unpack(Frame(0x30, 1, b""))
+        link_support.unpack(Frame(0x30, 1, b""))
     assert info.value.code == ErrorCode.UNKNOWN_TYPE
     with pytest.raises(FrameError, match="READ payload of 4 bytes, expected 5") as info:
-        frame.unpack(Frame(MsgType.READ, 1, b"\x00" * 4))
+        link_support.unpack(Frame(MsgType.READ, 1, b"\x00" * 4))
     assert info.value.code == ErrorCode.BAD_LENGTH
 
 
@@ -109,9 +110,9 @@ def test_pack_and_unpack_every_message_round_trip() -> None:
             tail = b"\x01" * msg.tail_max
         elif msg.tail == "text":
             tail = "héllo"
-        (decoded,) = FrameParser().feed(frame.pack(msg.type, 9, tail=tail, **values))
+        (decoded,) = FrameParser().feed(link_support.pack(msg.type, 9, tail=tail, **values))
         assert isinstance(decoded, Frame)
-        out = frame.unpack(decoded)
+        out = link_support.unpack(decoded)
         if msg.tail is not None:
             assert out.pop("tail") == tail
         assert out == values, msg.type.name

@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pytest
 import serial
 
+from tests import link_support
 from tinyfed import model
 from tinyfed.features import get_pipeline
 from tinyfed.link import frame, spec
@@ -55,7 +56,7 @@ class BoardLink:
 
     def send(self, msg_type: T, tail: bytes | str = b"", **fields: Any) -> int:
         self.seq = (self.seq + 1) & 0xFFFF
-        self.serial.write(frame.pack(msg_type, self.seq, tail, **fields))
+        self.serial.write(link_support.pack(msg_type, self.seq, tail, **fields))
         return self.seq
 
     def _pump(self, wait: float) -> None:
@@ -67,7 +68,7 @@ class BoardLink:
             if isinstance(item, frame.FrameError):
                 self.bad.append(item)
                 continue
-            self.events.append((item.name, frame.unpack(item)))
+            self.events.append((item.name, link_support.unpack(item)))
             self.queue.append(item)
 
     def expect(self, *types: T, timeout: float = 5.0) -> tuple[T, dict[str, Any]]:
@@ -77,7 +78,7 @@ class BoardLink:
             while self.queue:
                 f = self.queue.pop(0)
                 if f.type in types:
-                    return T(f.type), frame.unpack(f)
+                    return T(f.type), link_support.unpack(f)
             if time.monotonic() > deadline:
                 names = [t.name for t in types]
                 raise TimeoutError(f"no {names} within {timeout} s; got {self.events[-5:]}")
@@ -327,7 +328,7 @@ def test_corrupted_frame_is_rejected_and_the_model_is_intact(link: BoardLink) ->
     # Prepare
     link.hello()
     before, info_before = link.get_model()
-    wire = bytearray(frame.pack(T.SET_PARAMS, 77, lr=5.0, momentum=0.5, local_steps=1))
+    wire = bytearray(link_support.pack(T.SET_PARAMS, 77, lr=5.0, momentum=0.5, local_steps=1))
     wire[5] ^= 0x01  # one flipped bit inside the frame
 
     # Execute
@@ -509,7 +510,7 @@ def test_stdio_mode_answers_a_read_of_the_whole_model(binary: Path) -> None:
     try:
         os.set_blocking(proc.stdout.fileno(), False)
         chunks = -(-model.MODEL_BYTES // spec.CHUNK_BYTES)
-        proc.stdin.write(frame.pack(spec.MsgType.READ, 1, offset=0, count=chunks))
+        proc.stdin.write(link_support.pack(spec.MsgType.READ, 1, offset=0, count=chunks))
         proc.stdin.flush()
         parser = frame.FrameParser()
         data = bytearray()
@@ -518,7 +519,7 @@ def test_stdio_mode_answers_a_read_of_the_whole_model(binary: Path) -> None:
             if select.select([proc.stdout], [], [], 0.1)[0]:
                 for f in parser.feed(os.read(proc.stdout.fileno(), 65536)):
                     if isinstance(f, frame.Frame) and f.type == spec.MsgType.MODEL_CHUNK:
-                        data += frame.unpack(f)["tail"]
+                        data += link_support.unpack(f)["tail"]
         assert bytes(data) == model.to_bytes(model.init_params())
     finally:
         proc.stdin.close()

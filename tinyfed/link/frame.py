@@ -1,4 +1,4 @@
-"""Frame codec of the link protocol: CRC-16, COBS, frame (de)construction, field packing.
+"""Frame codec of the link protocol: CRC-16, COBS, frame (de)construction, messages.
 
 This module is pure: no I/O. :class:`FrameParser` is fed raw bytes from any transport and
 returns complete frames, dropping bytes up to the next delimiter after anything invalid and
@@ -10,8 +10,10 @@ from __future__ import annotations
 import binascii
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
+from tinyfed.link import messages
+from tinyfed.link.messages import MessageBase
 from tinyfed.link.spec import (
     BY_TYPE,
     CRC_BYTES,
@@ -19,7 +21,6 @@ from tinyfed.link.spec import (
     HEADER_FORMAT,
     MAX_FRAME_WIRE,
     MAX_PAYLOAD,
-    MAX_TEXT,
     PROTOCOL_VERSION,
     ErrorCode,
     Message,
@@ -179,37 +180,14 @@ class FrameParser:
             self._discarding = True
 
 
-# ----------------------------------------------------------------------------- fields
+# ----------------------------------------------------------------------------- messages
+
+M = TypeVar("M", bound=MessageBase)
 
 
-def pack(msg_type: MsgType, seq: int, tail: bytes | str = b"", **fields: Any) -> bytes:
-    """Wire bytes of a message built from its fields (as named in the spec).
-
-    Array fields (``3f``, ``3B``) take sequences; ``8s`` takes 8 bytes.
-    """
-    msg = BY_TYPE[msg_type]
-    values: list[Any] = []
-    for f in msg.fields:
-        if f.name not in fields:
-            raise TypeError(f"{msg_type.name}: missing field {f.name!r}")
-        value = fields.pop(f.name)
-        count = struct.calcsize("<" + f.fmt) // struct.calcsize("<" + f.fmt[-1])
-        if count > 1 and f.fmt[-1] != "s":
-            values.extend(value)
-        else:
-            values.append(value)
-    if fields:
-        raise TypeError(f"{msg_type.name}: unknown fields {sorted(fields)}")
-    payload = struct.pack(msg.fixed_format, *values)
-    if msg.tail is None and tail:
-        raise TypeError(f"{msg_type.name} has no tail")
-    raw_tail = tail.encode("utf-8") if isinstance(tail, str) else tail
-    if len(raw_tail) > msg.tail_max:
-        if msg.tail == "text":
-            raw_tail = raw_tail[:MAX_TEXT]
-        else:
-            raise ValueError(f"{msg_type.name}: tail of {len(raw_tail)} > {msg.tail_max} bytes")
-    return encode_frame(msg_type, seq, payload + raw_tail)
+def pack(message: MessageBase, seq: int) -> bytes:
+    """Wire bytes of a message (one of the generated :mod:`tinyfed.link.messages` classes)."""
+    return encode_frame(message.TYPE, seq, message.payload())
 
 
 def message_of(frame: Frame) -> Message:
@@ -220,27 +198,30 @@ def message_of(frame: Frame) -> Message:
     return msg
 
 
-def unpack(frame: Frame) -> dict[str, Any]:
-    """The fields of a frame as a dict (arrays as tuples; ``tail`` for bytes/text tails)."""
-    msg = message_of(frame)
-    if len(frame.payload) < msg.fixed_size or (
-        msg.tail is None and len(frame.payload) != msg.fixed_size
-    ):
+def unpack(frame: Frame) -> messages.Message:
+    """The message a frame carries, through the dispatch table (:data:`messages.BY_TYPE`).
+
+    :class:`FrameError` for an unknown type or a payload of the wrong size.
+    """
+    message_of(frame)
+    cls = messages.BY_TYPE[frame.type]
+    n = len(frame.payload)
+    if n < cls.FIXED_SIZE or (cls.TAIL is None and n != cls.FIXED_SIZE):
         raise FrameError(
             ErrorCode.BAD_LENGTH,
-            f"{msg.type.name} payload of {len(frame.payload)} bytes, expected "
-            f"{msg.fixed_size}{' + tail' if msg.tail else ''}",
+            f"{cls.TYPE.name} payload of {n} bytes, expected "
+            f"{cls.FIXED_SIZE}{' + tail' if cls.TAIL else ''}",
         )
-    flat = struct.unpack_from(msg.fixed_format, frame.payload)
-    out: dict[str, Any] = {}
-    i = 0
-    for f in msg.fields:
-        count = f.size // struct.calcsize("<" + f.fmt[-1]) if f.fmt[-1] != "s" else 1
-        out[f.name] = flat[i] if count == 1 else tuple(flat[i : i + count])
-        i += count
-    if msg.tail is not None:
-        tail = frame.payload[msg.fixed_size :]
-        if len(tail) > msg.tail_max:
-            raise FrameError(ErrorCode.BAD_LENGTH, f"{msg.type.name} tail too long")
-        out["tail"] = tail.decode("utf-8", errors="replace") if msg.tail == "text" else tail
-    return out
+    if n - cls.FIXED_SIZE > cls.TAIL_MAX:
+        raise FrameError(ErrorCode.BAD_LENGTH, f"{cls.TYPE.name} tail too long")
+    return cls.from_payload(frame.payload)
+
+
+def unpack_as(frame: Frame, cls: type[M]) -> M:
+    """:func:`unpack` for a frame that must be a ``cls``; :class:`FrameError` if it is not."""
+    message = unpack(frame)
+    if not isinstance(message, cls):
+        raise FrameError(
+            ErrorCode.UNKNOWN_TYPE, f"{frame.name} frame where {cls.TYPE.name} was expected"
+        )
+    return message

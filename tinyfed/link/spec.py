@@ -154,6 +154,10 @@ class Field:
     name: str
     fmt: str
     doc: str = ""
+    #: The value Python reads as ``None`` (``prediction``: NO_CLASS); the wire keeps the integer.
+    none: int | None = None
+    #: The value Python gives the field when a message is built without it (``protocol``).
+    default: int | None = None
 
     @property
     def size(self) -> int:
@@ -234,7 +238,7 @@ MESSAGES: tuple[Message, ...] = (
         MsgType.HELLO,
         "Sent at boot and on HELLO_REQ.",
         (
-            Field("protocol", "B", "PROTOCOL_VERSION"),
+            Field("protocol", "B", "PROTOCOL_VERSION", default=PROTOCOL_VERSION),
             Field("boot_id", "I", "random at every boot"),
             Field("board_id", "8s", "unique: nRF52840 FICR DEVICEID, or a host flag"),
             Field("fw_version", "3B", "major, minor, patch"),
@@ -306,7 +310,7 @@ MESSAGES: tuple[Message, ...] = (
         "One inference done.",
         (
             Field("outputs", "3f"),
-            Field("prediction", "B", "class above the threshold, or NO_CLASS"),
+            Field("prediction", "B", "class above the threshold, or NO_CLASS", none=NO_CLASS),
             Field("source", "B", "Source"),
         ),
     ),

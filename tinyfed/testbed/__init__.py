@@ -5,5 +5,4 @@
 * :mod:`tinyfed.testbed.fake_board` — the board's side of the link protocol in this process (real
   frames, no compiler, no pty), for fast tests of the link client;
 * :mod:`tinyfed.testbed.vectors` — the shared test vectors in ``vectors/``;
-* :mod:`tinyfed.testbed.align_vectors` — generates ``vectors/align/``.
 """

@@ -3,8 +3,8 @@
 :class:`FakeBoard` is a :class:`~tinyfed.link.transports.base.Transport`, so
 :class:`~tinyfed.link.client.BoardLink` drives it exactly as it drives a serial port, but no
 compiler, process or pseudo-terminal is involved: what the host writes is parsed into frames
-(:class:`~tinyfed.link.frame.FrameParser`), answered by the rules of
-``firmware/core/device.cpp``, and the answers are encoded frames that :meth:`FakeBoard.read`
+(:class:`~tinyfed.link.frame.FrameParser`), answered by the rules of the firmware's
+``core/device_commands.cpp``, and the answers are encoded frames that :meth:`FakeBoard.read`
 returns. A transfer takes milliseconds, so the link client's retries, go-back-N windows and
 timeouts can be unit-tested quickly; the compiled virtual board (:mod:`tinyfed.testbed.
 virtual_board`) stays the end-to-end reference.
@@ -30,12 +30,11 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
 from tinyfed import model
-from tinyfed.link import frame, spec
+from tinyfed.link import frame, messages, spec
 from tinyfed.link.frame import Frame, FrameError
 from tinyfed.link.spec import ErrorCode, MsgType, Source, State, XferTarget
 from tinyfed.link.transports.base import Transport, TransportError
@@ -153,11 +152,14 @@ class FakeBoard(Transport):
 
     def _codec_error(self, exc: FrameError) -> None:
         """A frame whose seq cannot be trusted: ERROR with ``ref_seq`` UNKNOWN_SEQ."""
-        self._send(MsgType.ERROR, ref_seq=spec.UNKNOWN_SEQ, code=int(exc.code), tail=str(exc)[:200])
+        self._send(
+            messages.Error(ref_seq=spec.UNKNOWN_SEQ, code=int(exc.code), tail=str(exc)[:200])
+        )
 
-    def _send(self, msg_type: MsgType, tail: bytes | str = b"", **fields: Any) -> None:
+    def _send(self, message: messages.Message) -> None:
         self._seq = (self._seq + 1) & 0xFFFF
-        wire = frame.pack(msg_type, self._seq, tail=tail, **fields)
+        msg_type = message.TYPE
+        wire = frame.pack(message, self._seq)
         (sent,) = frame.FrameParser().feed(wire)
         assert isinstance(sent, Frame)
         self.sent.append(sent)
@@ -166,10 +168,10 @@ class FakeBoard(Transport):
             self._inbox.put_nowait(out)
 
     def _ack(self, f: Frame) -> None:
-        self._send(MsgType.ACK, ref_seq=f.seq, ref_type=f.type)
+        self._send(messages.Ack(ref_seq=f.seq, ref_type=f.type))
 
     def _error(self, f: Frame, code: ErrorCode, text: str) -> None:
-        self._send(MsgType.ERROR, ref_seq=f.seq, code=int(code), tail=text[: spec.MAX_TEXT])
+        self._send(messages.Error(ref_seq=f.seq, code=int(code), tail=text[: spec.MAX_TEXT]))
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -178,48 +180,49 @@ class FakeBoard(Transport):
             self._error(f, ErrorCode.UNKNOWN_TYPE, f"type 0x{f.type:02x} is not a command")
             return
         try:
-            fields = frame.unpack(f)
+            message = frame.unpack(f)
         except FrameError as exc:
             self._error(f, exc.code, str(exc))
             return
         self.received.append(f)
         handler = getattr(self, "_on_" + MsgType(f.type).name.lower())
-        handler(f, fields)
+        handler(f, message)
 
-    def _on_hello_req(self, f: Frame, fields: dict[str, Any]) -> None:
+    def _on_hello_req(self, f: Frame, m: messages.HelloReq) -> None:
         self._hello()
 
     def _hello(self) -> None:
         self._send(
-            MsgType.HELLO,
-            protocol=spec.PROTOCOL_VERSION,
-            boot_id=self.boot_id,
-            board_id=self.board_id,
-            fw_version=(0, 1, 0),
-            arch=int(spec.ArchId.FC650_16_3),
-            pipeline=int(spec.PipelineId.CENTROID),
-            lr=self.lr,
-            momentum=self.momentum,
-            local_steps=self.local_steps,
-            model_round=self.model_round,
-            steps_since_global=self.steps_since_global,
-            total_steps=self.total_steps,
-            state=int(State.RECEIVING if self._xfer else State.IDLE),
-            window=self.window,
-            chunk_bytes=spec.CHUNK_BYTES,
-            flags=1,
+            messages.Hello(
+                protocol=spec.PROTOCOL_VERSION,
+                boot_id=self.boot_id,
+                board_id=self.board_id,
+                fw_version=(0, 1, 0),
+                arch=int(spec.ArchId.FC650_16_3),
+                pipeline=int(spec.PipelineId.CENTROID),
+                lr=self.lr,
+                momentum=self.momentum,
+                local_steps=self.local_steps,
+                model_round=self.model_round,
+                steps_since_global=self.steps_since_global,
+                total_steps=self.total_steps,
+                state=int(State.RECEIVING if self._xfer else State.IDLE),
+                window=self.window,
+                chunk_bytes=spec.CHUNK_BYTES,
+                flags=1,
+            )
         )
 
-    def _on_set_params(self, f: Frame, fields: dict[str, Any]) -> None:
-        lr, momentum, steps = fields["lr"], fields["momentum"], fields["local_steps"]
+    def _on_set_params(self, f: Frame, m: messages.SetParams) -> None:
+        lr, momentum, steps = m.lr, m.momentum, m.local_steps
         if not (0 < lr <= 10 and 0 <= momentum < 1 and steps >= 1):
             self._error(f, ErrorCode.BAD_ARGUMENT, "need lr in (0, 10], momentum in [0, 1)")
             return
         self.lr, self.momentum, self.local_steps = lr, momentum, steps
         self._ack(f)
 
-    def _on_xfer_begin(self, f: Frame, fields: dict[str, Any]) -> None:
-        target, total, meta = fields["target"], fields["total_len"], fields["meta"]
+    def _on_xfer_begin(self, f: Frame, m: messages.XferBegin) -> None:
+        target, total, meta = m.target, m.total_len, m.meta
         if target not in {t.value for t in XferTarget}:
             self._error(f, ErrorCode.BAD_ARGUMENT, f"unknown transfer target {target}")
             return
@@ -230,17 +233,17 @@ class FakeBoard(Transport):
         if kind != XferTarget.MODEL and meta >= model.N_OUTPUTS and meta != spec.NO_CLASS:
             self._error(f, ErrorCode.BAD_ARGUMENT, f"label {meta} outside 0..2")
             return
-        self._xfer = _Transfer(kind, total, fields["crc32"], meta)
+        self._xfer = _Transfer(kind, total, m.crc32, meta)
         if kind == XferTarget.MODEL:
             self.velocity[:] = 0  # the momentum buffer stages the model
         self._ack(f)
 
-    def _on_xfer_chunk(self, f: Frame, fields: dict[str, Any]) -> None:
+    def _on_xfer_chunk(self, f: Frame, m: messages.XferChunk) -> None:
         x = self._xfer
         if x is None:
             self._error(f, ErrorCode.BAD_STATE, "XFER_CHUNK with no transfer open")
             return
-        offset, data = fields["offset"], fields["tail"]
+        offset, data = m.offset, m.tail
         if not data:
             self._error(f, ErrorCode.BAD_LENGTH, "XFER_CHUNK with no data")
             return
@@ -267,9 +270,9 @@ class FakeBoard(Transport):
     def _xfer_ack(self, x: _Transfer) -> None:
         x.last_ack = x.next
         x.since_ack = 0
-        self._send(MsgType.XFER_ACK, next_offset=x.next)
+        self._send(messages.XferAck(next_offset=x.next))
 
-    def _on_xfer_end(self, f: Frame, fields: dict[str, Any]) -> None:
+    def _on_xfer_end(self, f: Frame, m: messages.XferEnd) -> None:
         x = self._xfer
         if x is None:
             self._error(f, ErrorCode.BAD_STATE, "XFER_END with no transfer open")
@@ -307,10 +310,11 @@ class FakeBoard(Transport):
             best = int(np.argmax(outputs))
             prediction = best if outputs[best] > model.DETECTION_THRESHOLD else spec.NO_CLASS
             self._send(
-                MsgType.INFER,
-                outputs=tuple(float(o) for o in outputs),
-                prediction=prediction,
-                source=int(Source.HOST),
+                messages.Infer(
+                    outputs=_three(outputs),
+                    prediction=prediction,
+                    source=int(Source.HOST),
+                )
             )
             return
         trainer = model.Trainer(
@@ -321,33 +325,35 @@ class FakeBoard(Transport):
         self.total_steps += 1
         self.steps_since_global += 1
         self._send(
-            MsgType.LOSS,
-            step=self.total_steps,
-            loss=step.loss,
-            label=label,
-            outputs=tuple(float(o) for o in step.outputs),
-            model_round=self.model_round,
-            steps_since_global=self.steps_since_global,
-            source=int(Source.HOST),
+            messages.Loss(
+                step=self.total_steps,
+                loss=step.loss,
+                label=label,
+                outputs=_three(step.outputs),
+                model_round=self.model_round,
+                steps_since_global=self.steps_since_global,
+                source=int(Source.HOST),
+            )
         )
 
-    def _on_xfer_abort(self, f: Frame, fields: dict[str, Any]) -> None:
+    def _on_xfer_abort(self, f: Frame, m: messages.XferAbort) -> None:
         self._xfer = None
         self._ack(f)  # idempotent: aborting nothing is fine
 
-    def _on_get_model(self, f: Frame, fields: dict[str, Any]) -> None:
+    def _on_get_model(self, f: Frame, m: messages.GetModel) -> None:
         self._send(
-            MsgType.MODEL_INFO,
-            ref_seq=f.seq,
-            total_len=model.MODEL_BYTES,
-            crc32=model.crc32(self.params),
-            model_round=self.model_round,
-            steps_since_global=self.steps_since_global,
-            total_steps=self.total_steps,
+            messages.ModelInfo(
+                ref_seq=f.seq,
+                total_len=model.MODEL_BYTES,
+                crc32=model.crc32(self.params),
+                model_round=self.model_round,
+                steps_since_global=self.steps_since_global,
+                total_steps=self.total_steps,
+            )
         )
 
-    def _on_read(self, f: Frame, fields: dict[str, Any]) -> None:
-        offset, count = fields["offset"], fields["count"]
+    def _on_read(self, f: Frame, m: messages.Read) -> None:
+        offset, count = m.offset, m.count
         if count == 0 or offset >= model.MODEL_BYTES:
             self._error(f, ErrorCode.BAD_ARGUMENT, f"READ of {count} chunks at {offset}")
             return
@@ -356,16 +362,22 @@ class FakeBoard(Transport):
             if offset >= len(data):
                 break
             self._send(
-                MsgType.MODEL_CHUNK,
-                offset=offset,
-                tail=data[offset : offset + spec.CHUNK_BYTES],
+                messages.ModelChunk(
+                    offset=offset,
+                    tail=data[offset : offset + spec.CHUNK_BYTES],
+                )
             )
             offset += spec.CHUNK_BYTES
 
-    def _on_reset(self, f: Frame, fields: dict[str, Any]) -> None:
+    def _on_reset(self, f: Frame, m: messages.Reset) -> None:
         self._ack(f)
         self._boot()
         self._hello()
+
+
+def _three(outputs: model.F32) -> tuple[float, float, float]:
+    """The network's three outputs as the LOSS and INFER fields carry them."""
+    return float(outputs[0]), float(outputs[1]), float(outputs[2])
 
 
 class _Transfer:

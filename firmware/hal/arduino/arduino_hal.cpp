@@ -1,7 +1,8 @@
 // See arduino_hal.h. Written against ArduinoCore-mbed 4.5.0 (the Nano 33 BLE variant: PDM
 // library, USB CDC) and ArduinoBLE 2.0.1; what each library call does is noted where it
 // matters (tools/arduino_stubs/ copies the signatures, tests/test_arduino_hal.cpp runs this
-// file against fakes of them).
+// file against fakes of them). One file of ~550 lines: the whole board HAL, in the sections
+// below (TX queue, microphone, BLE, transports, boot, loop), kept together as the board port.
 #include "arduino_hal.h"
 
 #include <Arduino.h>

@@ -26,9 +26,10 @@ from tests.ble_support import (
     VirtualBoardBridge,
     frames_of,
 )
+from tests.link_support import pack, unpack
 from tinyfed import model as nn
 from tinyfed.link.client import BoardLink
-from tinyfed.link.frame import Frame, FrameParser, pack, unpack
+from tinyfed.link.frame import Frame, FrameParser
 from tinyfed.link.spec import (
     BLE_RX_CHAR_UUID,
     BLE_SERVICE_UUID,

@@ -1,9 +1,14 @@
 """Shared test vectors of the alignment stage (``vectors/align/``), made by the Python reference.
 
 The C++ (``firmware/tests/test_align.cpp``) and the Python tests (``tests/features/test_align.py``)
-read the same files, so the two implementations cannot drift apart. Regenerate with::
+read the same files, so the two implementations cannot drift apart. The link generator writes
+them with the other generated files and its drift check compares them byte for byte::
 
-    .venv/bin/python -m tinyfed.testbed.align_vectors vectors/align
+    .venv/bin/python -m tinyfed.link.gen           # writes vectors/align/ (and the rest)
+    .venv/bin/python -m tinyfed.link.gen --check   # exit 1 if a file differs
+
+(``python -m tinyfed.features.align_vectors OUT_DIR`` writes them into another folder.) It sits
+in the library beside the alignment it describes so that the drift check can run it.
 
 Files per case ``NAME`` (raw little-endian, no header): ``NAME.i16`` [16000] the input,
 ``NAME_energies.i64`` [100] the block energies, ``NAME_shift.i32`` [1] the shift and
@@ -78,21 +83,29 @@ def _half_case() -> I16:
     return x
 
 
-def write(folder: Path) -> None:
-    """Write every case's input, block energies, shift and output into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
+def render() -> dict[str, bytes]:
+    """Every file of the folder, by name: each case's input, block energies, shift, output."""
     cases = make_cases()
+    files: dict[str, bytes] = {}
     for name, audio in cases.items():
         aligned, shift = align.align(audio)
-        audio.astype("<i2").tofile(folder / f"{name}.i16")
-        align.block_energies(audio).astype("<i8").tofile(folder / f"{name}_energies.i64")
-        np.array([shift], "<i4").tofile(folder / f"{name}_shift.i32")
-        aligned.astype("<i2").tofile(folder / f"{name}_aligned.i16")
-    (folder / CASES_FILE).write_text("".join(f"{name}\n" for name in cases))
+        files[f"{name}.i16"] = audio.astype("<i2").tobytes()
+        files[f"{name}_energies.i64"] = align.block_energies(audio).astype("<i8").tobytes()
+        files[f"{name}_shift.i32"] = np.array([shift], "<i4").tobytes()
+        files[f"{name}_aligned.i16"] = aligned.astype("<i2").tobytes()
+    files[CASES_FILE] = "".join(f"{name}\n" for name in cases).encode()
+    return files
+
+
+def write(folder: Path) -> None:
+    """Write :func:`render`'s files into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in render().items():
+        (folder / name).write_bytes(data)
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        print("usage: python -m tinyfed.testbed.align_vectors OUT_DIR", file=sys.stderr)
+        print("usage: python -m tinyfed.features.align_vectors OUT_DIR", file=sys.stderr)
         sys.exit(2)
     write(Path(sys.argv[1]))
