@@ -20,7 +20,7 @@ from tinyfed.bench import fleet as fleet_bench
 from tinyfed.bench import link as link_bench
 from tinyfed.data import cli as data_cli
 from tinyfed.deploy import cli as deploy_cli
-from tinyfed.errors import UsageError
+from tinyfed.errors import TinyfedError, UsageError
 from tinyfed.experiments import cli as experiments_cli
 from tinyfed.features import cli as features_cli
 from tinyfed.fleet import cli as fleet_cli
@@ -125,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"tinyfed {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except TinyfedError as exc:  # our errors say what happened and what to do: no traceback
+        print(f"tinyfed {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

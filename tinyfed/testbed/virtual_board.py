@@ -20,6 +20,7 @@ and a fresh seeded model.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import secrets
@@ -37,9 +38,11 @@ from tinyfed.errors import TinyfedError
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-FIRMWARE_DIR = ROOT / "firmware"  #: the firmware tree (its Makefile builds the binary)
-BINARY = FIRMWARE_DIR / "build" / "host" / "tinyfed-virtual-board"  #: what ``make host`` builds
+#: The firmware sources the package carries: in a source checkout a symlink to the repository's
+#: firmware/ (built in place), in an installed wheel a copy of what ``make host`` needs (the
+#: Makefile, core/, hal/host/), built in a user cache: site-packages is not ours to write to.
+PACKAGED = Path(__file__).parent / "firmware"
+BINARY_IN_TREE = Path("build") / "host" / "tinyfed-virtual-board"  #: what ``make host`` builds
 PIPELINES = ("paper", "centroid")  #: the feature pipelines the firmware implements (ids 1, 2)
 START_TIMEOUT = 10.0  #: seconds to wait for the ``PTY <path>`` line
 STOP_TIMEOUT = 5.0  #: seconds to wait after SIGTERM before SIGKILL
@@ -49,17 +52,57 @@ class VirtualBoardError(TinyfedError):
     """The virtual board cannot be built, started or stopped; the message says why."""
 
 
-def build_virtual_board(firmware_dir: Path = FIRMWARE_DIR) -> Path:
-    """Run ``make -C firmware host`` quietly and return the virtual board's binary.
+def cache_dir() -> Path:
+    """Where an installed tinyfed builds its virtual board (``$XDG_CACHE_HOME/tinyfed``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tinyfed"
 
-    Concurrent callers (parallel test sessions) are serialised with a lock file, so ``make``
-    never runs twice on the same tree at once. Raises :class:`VirtualBoardError` with the
-    compiler's output if the build fails.
+
+def default_firmware_dir() -> Path:
+    """The firmware tree to build: the checkout's own, or the shipped sources copied to the
+    user cache (one folder per version of the sources, made atomically)."""
+    if PACKAGED.is_symlink() or not PACKAGED.is_dir():
+        return PACKAGED.resolve()  # a source checkout (or a broken install: make will say)
+    files = sorted(p for p in PACKAGED.rglob("*") if p.is_file() and "build" not in p.parts)
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(str(f.relative_to(PACKAGED)).encode() + b"\0" + f.read_bytes())
+    target = cache_dir() / f"firmware-{digest.hexdigest()[:12]}"
+    if not (target / "Makefile").is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="firmware-", dir=target.parent))
+        for f in files:
+            dest = staging / f.relative_to(PACKAGED)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+        try:
+            staging.rename(target)
+        except OSError:  # another process made it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def binary_path(firmware_dir: Path | None = None) -> Path:
+    """The virtual board's binary in ``firmware_dir`` (default: :func:`default_firmware_dir`)."""
+    return (firmware_dir or default_firmware_dir()) / BINARY_IN_TREE
+
+
+def build_virtual_board(firmware_dir: Path | None = None) -> Path:
+    """Run ``make host`` quietly in the firmware tree and return the virtual board's binary.
+
+    ``firmware_dir`` defaults to :func:`default_firmware_dir`. Concurrent callers (parallel test
+    sessions) are serialised with a lock file, so ``make`` never runs twice on the same tree at
+    once. Raises :class:`VirtualBoardError` naming what is missing (make, a C++ compiler) or
+    with the compiler's output if the build fails.
     """
+    firmware_dir = firmware_dir or default_firmware_dir()
     make = shutil.which("make")
-    if make is None:
+    compiler = os.environ.get("CXX") or "g++"
+    if make is None or shutil.which(compiler) is None:
+        missing = "`make`" if make is None else f"a C++ compiler ({compiler})"
         raise VirtualBoardError(
-            "`make` is not installed: run `sudo apt-get install build-essential`"
+            f"{missing} is not installed: the virtual board is built from the firmware's C++ "
+            "sources on first use; on Debian/Ubuntu run `sudo apt-get install g++ make`"
         )
     build_dir = firmware_dir / "build"
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +119,7 @@ def build_virtual_board(firmware_dir: Path = FIRMWARE_DIR) -> Path:
             f"building the virtual board failed (make exit {result.returncode}):\n"
             f"{result.stdout}{result.stderr}"
         )
-    binary = firmware_dir / "build" / "host" / "tinyfed-virtual-board"
+    binary = binary_path(firmware_dir)
     if not binary.exists():
         raise VirtualBoardError(f"make succeeded but {binary} does not exist")
     return binary
@@ -125,7 +168,7 @@ class VirtualBoard:
         self.board_id = _board_id_hex(board_id)
         self.pipeline = pipeline
         self.extra_args = tuple(extra_args)
-        self.binary = binary if binary is not None else BINARY
+        self.binary = binary if binary is not None else binary_path()
         self._own_workdir = workdir is None
         self.workdir = (
             Path(tempfile.mkdtemp(prefix=f"tinyfed-vb-{self.board_id[-4:]}-"))
