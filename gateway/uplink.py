@@ -14,9 +14,10 @@
   back online or starts a new round attempt (its retained status), and otherwise after
   ``resend_min`` seconds, doubling up to ``resend_max`` - but not while the aggregator's
   status says it is offline: copies would only pile up in its queue at the broker.
-* :class:`Uplink` is the paho MQTT v5 client (which reconnects by itself) running all of this
-  for one worker inside an asyncio loop; the real gateway (:mod:`tinyfed.gateway.bridge`) and the
-  fleet's simulated gateways use it alike.
+* :class:`Uplink` is one worker's MQTT session (:class:`~tinyfed.mqtt.adapter.MqttSession`: it
+  reconnects by itself, keeps the retained status and its Last Will, says ``offline`` on exit)
+  running all of this inside an asyncio loop; the real gateway (:mod:`tinyfed.gateway.bridge`)
+  and the fleet's simulated gateways use it alike.
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import paho.mqtt.client as paho
-from paho.mqtt.reasoncodes import ReasonCode
+from typing import Literal
 
 from tinyfed.mqtt import contract, session
+from tinyfed.mqtt.adapter import Connected, Disconnected, Event, Message, MqttSession, Published
 from tinyfed.mqtt.contract import ContractError, GlobalModel, LossEvent, ModelUpdate, WorkerStatus
 
 log = logging.getLogger(__name__)
@@ -239,7 +238,7 @@ class Uplink:
         status: makes the worker's status for a state (also its Last Will, ``offline``).
         on_global: called in the loop with each valid global model.
         threaded: run paho's network loop in its own thread (the gateway); False drives the
-            client from the asyncio loop itself (:class:`tinyfed.mqtt.session.AsyncioDriver`), for
+            client from the asyncio loop itself (:class:`tinyfed.mqtt.adapter.AsyncioDriver`), for
             thousands of simulated gateways in one process.
     """
 
@@ -255,47 +254,36 @@ class Uplink:
         threaded: bool = True,
     ) -> None:
         self.threaded = threaded
-        self._driver: session.AsyncioDriver | None = None
         self.broker = broker
         self.topics = topics
         self.worker_id = worker_id
         self.outbox = outbox
         self._status = status
         self._on_global = on_global
-        self.client: paho.Client | None = None
+        self.mqtt: MqttSession | None = None
         self.connected = False
         self.receipts: dict[str, contract.Receipt] = {}  #: last receipts seen, by upload id
         self._aggregator: tuple[str, int | None, int | None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self.last_state: WorkerState = "online"
         self._newest_global: tuple[int, float] | None = None  #: (round, created) seen
-        self._refusals = session.Throttle()
 
     # -- life -----------------------------------------------------------------------------
 
     def start(self, state: WorkerState = "online") -> None:
         """Connect (in the background; paho reconnects by itself) from the running loop."""
-        self._loop = asyncio.get_running_loop()
         self.last_state = state
-        will = contract.encode_worker_status(self._status("offline"))
-        client = session.make_client(
+        mqtt = MqttSession(
             self.broker,
             f"tinyfed-gw-{self.topics.fleet}-{self.worker_id}"[:64],
-            will_topic=self.topics.worker_status(self.worker_id),
-            will_payload=will,
+            logger=log,
+            status_topic=self.topics.worker_status(self.worker_id),
+            will=contract.encode_worker_status(self._status("offline")),
+            on_lost=lambda: f"; {len(self.outbox)} message(s) buffered",
+            pubacks=True,
         )
-        client.on_connect = self._cb_connect
-        client.on_disconnect = self._cb_disconnect
-        client.on_message = self._cb_message
-        client.on_publish = self._cb_publish
-        self.client = client
-        session.connect(client, self.broker)
-        if self.threaded:
-            client.loop_start()
-        else:
-            self._driver = session.AsyncioDriver(client)
-            self._driver.start()
+        self.mqtt = mqtt
+        mqtt.start_in_loop(self._on_event, threaded=self.threaded)
         self._timer = asyncio.create_task(self._resend_timer(), name=f"resend-{self.worker_id}")
         log.info("connecting to %s as worker %s", self.broker, self.worker_id)
 
@@ -305,31 +293,18 @@ class Uplink:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
-        client, self.client = self.client, None
-        if client is None:
+        mqtt, self.mqtt = self.mqtt, None
+        if mqtt is None:
             return
-        if self.connected:
-            info = client.publish(
-                self.topics.worker_status(self.worker_id),
-                contract.encode_worker_status(self._status("offline")),
-                qos=1,
-                retain=True,
-            )
-            deadline = time.monotonic() + 2.0
-            while not info.is_published() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+        offline = contract.encode_worker_status(self._status("offline"))
+        connected, self.connected = self.connected, False  # ours: no "lost the broker" line
         if len(self.outbox):
             log.warning(
                 "%d message(s) undelivered at exit%s",
                 len(self.outbox),
                 " (updates kept in the spool)" if self.outbox.spool else "",
             )
-        self.connected = False  # our own disconnection: no "lost the broker" warning
-        if self._driver is not None:
-            await self._driver.stop()
-        else:
-            client.disconnect()
-            client.loop_stop()
+        await mqtt.aclose(offline if connected else None)
 
     # -- what the application sends -------------------------------------------------------
 
@@ -348,26 +323,21 @@ class Uplink:
     def publish_status(self, state: WorkerState) -> None:
         """Publish the worker's retained status (when connected; again on every reconnect)."""
         self.last_state = state
-        client = self.client
-        if client is None or not self.connected:
+        mqtt = self.mqtt
+        if mqtt is None or not self.connected:
             return
-        client.publish(
-            self.topics.worker_status(self.worker_id),
-            contract.encode_worker_status(self._status(state)),
-            qos=1,
-            retain=True,
-        )
+        mqtt.publish_status(contract.encode_worker_status(self._status(state)))
 
     def _enqueue(self, msg: Outgoing) -> None:
         self.outbox.add(msg)
         self._flush()
 
     def _flush(self) -> None:
-        client = self.client
-        if client is None or not self.connected:
+        mqtt = self.mqtt
+        if mqtt is None or not self.connected:
             return
         while (msg := self.outbox.take()) is not None:
-            info = client.publish(msg.topic, msg.payload, qos=1)
+            info = mqtt.publish(msg.topic, msg.payload)
             self.outbox.handed(msg, info.mid)
 
     @property
@@ -388,52 +358,28 @@ class Uplink:
                 log.warning("no receipt yet for %d update(s): sending again", n)
                 self._flush()
 
-    # -- paho's thread: hand everything over to the event loop ----------------------------
+    # -- in the loop: the session's events ----------------------------------------------
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._driver is not None:  # already in the loop's thread
-            fn(*args)
-            return
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(fn, *args)
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Message):
+            self._on_message(event.topic, event.payload)
+        elif isinstance(event, Published):
+            self._on_puback(event.mid, event.failed, event.reason)
+        elif isinstance(event, Connected):
+            self._on_connect(event)
+        elif isinstance(event, Disconnected):
+            self.connected = False
 
-    def _cb_connect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_connect, rc)
-
-    def _cb_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_disconnect, rc)
-
-    def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._call(self._on_message, msg.topic, bytes(msg.payload))
-
-    def _cb_publish(
-        self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_puback, mid, rc)
-
-    # -- in the loop ----------------------------------------------------------------------
-
-    def _on_connect(self, rc: ReasonCode) -> None:
-        client = self.client
-        if client is None:
-            return
-        if rc.is_failure:
-            if self._refusals(str(rc)):  # once per cause and minute, not every reconnect
-                log.error("broker %s refused the connection: %s", self.broker, rc)
-            return
+    def _on_connect(self, event: Connected) -> None:
+        mqtt = self.mqtt
+        if mqtt is None or event.failed:
+            return  # a refusal is logged by the session, once per cause and minute
         self.connected = True
-        log.info("connected to %s", self.broker)
-        client.subscribe(
+        mqtt.subscribe(
             [
-                (self.topics.global_model, 1),
-                (self.topics.worker_receipt(self.worker_id), 1),
-                (self.topics.aggregator_status, 1),
+                self.topics.global_model,
+                self.topics.worker_receipt(self.worker_id),
+                self.topics.aggregator_status,
             ]
         )
         self.publish_status(self.last_state)
@@ -441,16 +387,6 @@ class Uplink:
         if self.outbox.resend_all():
             log.info("re-sending %d update(s) without a receipt", len(self.outbox.updates()))
         self._flush()
-
-    def _on_disconnect(self, rc: ReasonCode) -> None:
-        if self.connected:
-            log.warning(
-                "lost the broker %s (%s); %d message(s) buffered, reconnecting",
-                self.broker,
-                rc,
-                len(self.outbox),
-            )
-        self.connected = False
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.global_model:
@@ -533,10 +469,10 @@ class Uplink:
             )
             self._flush()
 
-    def _on_puback(self, mid: int, rc: ReasonCode) -> None:
+    def _on_puback(self, mid: int, failed: bool, rc: object) -> None:
         msg = self.outbox.acked(mid)
         if msg is not None:
-            if rc.is_failure:
+            if failed:
                 log.error(
                     "broker refused %s %s on %s: %s (kept; sent again later)"
                     if msg.kind == "update"
