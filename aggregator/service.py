@@ -39,7 +39,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as paho
 
-from tinyfed import model
+from tinyfed.aggregator.resume import open_machine
 from tinyfed.aggregator.rounds import (
     Accepted,
     Decision,
@@ -47,14 +47,12 @@ from tinyfed.aggregator.rounds import (
     Rejected,
     RoundClosed,
     RoundFailed,
-    RoundMachine,
 )
 from tinyfed.aggregator.settings import Settings
 from tinyfed.aggregator.store import Store
-from tinyfed.errors import UsageError
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.adapter import Connected, Event, Message, MqttSession, Subscribed
-from tinyfed.mqtt.contract import AggregatorStatus, ContractError, GlobalModel
+from tinyfed.mqtt.contract import AggregatorStatus, ContractError
 
 log = logging.getLogger(__name__)
 
@@ -77,69 +75,6 @@ REJECTION_RECEIPTS_PER_S = 5.0
 GLOBAL_CHECK_S = 0.5  #: after subscribing, how long to wait for the retained global model
 REPUBLISH_MIN_INTERVAL_S = 1.0  #: never republish the global model more often than this
 POLL_S = 0.05  #: how often the loop looks at the clock when nothing arrives
-
-
-def open_machine(
-    settings: Settings, store: Store, now: float, *, online: frozenset[str] = frozenset()
-) -> RoundMachine:
-    """Resume the round machine from ``store``, or start round 0 in a new database.
-
-    ``online`` are the workers known to be online (kept when the machine is rebuilt).
-    """
-    meta = store.meta()
-    for key, value in (("fleet", settings.fleet), ("pipeline", settings.pipeline)):
-        if key in meta and meta[key] != value:
-            raise UsageError(
-                f"database {store.path} belongs to {key} {meta[key]!r}, not {value!r}: "
-                f"use --{key} {meta[key]} or another --db"
-            )
-    snapshot = store.load()
-    if snapshot is None:
-        params = model.load(settings.init) if settings.init else model.init_params()
-        first = GlobalModel(
-            round=0, params=params, hyper=settings.hyper, pipeline=settings.pipeline, created=now
-        )
-        machine = RoundMachine(
-            policy=settings.policy,
-            strategy=settings.strategy,
-            hyper=settings.hyper,
-            current=first,
-            now=now,
-            online=online,
-            source_for=lambda r: lambda only: store.round_updates(r, only),
-        )
-        store.set_meta(fleet=settings.fleet, pipeline=settings.pipeline)
-        store.initialise(first, machine.opening())
-        log.info("new database %s: round 0 is %s", store.path, first.sha256[:12])
-        return machine
-    if settings.init is not None:
-        log.warning(
-            "--init %s ignored: %s already holds the fleet's models", settings.init, store.path
-        )
-    # The deadline restarts now: while the aggregator was down nobody could be told anything.
-    machine = RoundMachine(
-        policy=settings.policy,
-        strategy=settings.strategy,
-        hyper=settings.hyper,
-        current=snapshot.current,
-        velocity=snapshot.velocity,
-        now=now,
-        attempt=snapshot.opening.attempt,
-        first_opened=snapshot.first_opened,
-        expected=snapshot.opening.expected,
-        counted=snapshot.counted,
-        rejected=snapshot.rejected,
-        online=online,
-        source_for=lambda r: lambda only: store.round_updates(r, only),
-    )
-    log.info(
-        "resumed round %d attempt %d with %d accepted updates (%s)",
-        machine.round,
-        machine.attempt,
-        len(snapshot.counted),
-        ", ".join(machine.reported) or "none yet",
-    )
-    return machine
 
 
 class AggregatorService:
