@@ -1,15 +1,17 @@
 """The aggregator service: a thin MQTT shell around the round machine and the store.
 
-Paho's network thread only queues what arrives; one thread (the caller of :meth:`run`) decodes,
+Paho's network thread only queues what arrives (the session adapter,
+:class:`~tinyfed.mqtt.adapter.MqttSession`, which also keeps the connection, the retained status
+with its Last Will and the orderly exit); one thread (the caller of :meth:`run`) decodes,
 asks the :class:`~tinyfed.aggregator.rounds.RoundMachine`, persists each decision in the
 :class:`~tinyfed.aggregator.store.Store` and only then acknowledges the MQTT message and publishes.
 
 * Every message waiting in the queue is decided in one store batch: one synced commit, then
   every acknowledgement and receipt. The queue holds at most :data:`INBOUND_WINDOW` messages
-  (a :class:`~tinyfed.mqtt.inbox.Inbox`: when it is full, paho's thread stops reading the
-  socket), which is also the MQTT v5 Receive Maximum the aggregator announces (under MQTT
-  3.1.1 the broker's own in-flight limit, docs/deploy.md); Mosquitto 2.0.11 honours that only
-  until the first acknowledgements, the inbox always.
+  (the session's bounded inbox: when it is full, paho's thread stops reading the socket),
+  which is also the MQTT v5 Receive Maximum the aggregator announces (under MQTT 3.1.1 the
+  broker's own in-flight limit, docs/deploy.md); Mosquitto 2.0.11 honours that only until the
+  first acknowledgements, the inbox always.
 * Each message is handled in isolation: whatever goes wrong with one (a payload no decoder
   foresaw, a store error), it is rolled back alone, rejected with the reason, logged,
   counted in :attr:`AggregatorService.poisoned` and acknowledged; the service goes on.
@@ -32,18 +34,14 @@ asks the :class:`~tinyfed.aggregator.rounds.RoundMachine`, persists each decisio
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tinyfed import model
+from tinyfed.aggregator.resume import open_machine
 from tinyfed.aggregator.rounds import (
     Accepted,
     Decision,
@@ -51,15 +49,12 @@ from tinyfed.aggregator.rounds import (
     Rejected,
     RoundClosed,
     RoundFailed,
-    RoundMachine,
 )
 from tinyfed.aggregator.settings import Settings
 from tinyfed.aggregator.store import Store
-from tinyfed.errors import UsageError
 from tinyfed.mqtt import contract
-from tinyfed.mqtt.contract import AggregatorStatus, ContractError, GlobalModel
-from tinyfed.mqtt.inbox import Inbox
-from tinyfed.mqtt.session import Throttle, connect, make_client
+from tinyfed.mqtt.adapter import Connected, Event, Message, MqttSession, Subscribed
+from tinyfed.mqtt.contract import AggregatorStatus, ContractError
 
 log = logging.getLogger(__name__)
 
@@ -85,91 +80,6 @@ REPUBLISH_MIN_INTERVAL_S = 1.0  #: never republish the global model more often t
 POLL_S = 0.05  #: how often the loop looks at the clock when nothing arrives
 
 
-@dataclass(frozen=True)
-class _Connected:
-    reason: str
-    failed: bool
-
-
-@dataclass(frozen=True)
-class _Subscribed:
-    mid: int
-
-
-@dataclass(frozen=True)
-class _Message:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-
-
-_Event = _Connected | _Subscribed | _Message
-
-
-def open_machine(
-    settings: Settings, store: Store, now: float, *, online: frozenset[str] = frozenset()
-) -> RoundMachine:
-    """Resume the round machine from ``store``, or start round 0 in a new database.
-
-    ``online`` are the workers known to be online (kept when the machine is rebuilt).
-    """
-    meta = store.meta()
-    for key, value in (("fleet", settings.fleet), ("pipeline", settings.pipeline)):
-        if key in meta and meta[key] != value:
-            raise UsageError(
-                f"database {store.path} belongs to {key} {meta[key]!r}, not {value!r}: "
-                f"use --{key} {meta[key]} or another --db"
-            )
-    snapshot = store.load()
-    if snapshot is None:
-        params = model.load(settings.init) if settings.init else model.init_params()
-        first = GlobalModel(
-            round=0, params=params, hyper=settings.hyper, pipeline=settings.pipeline, created=now
-        )
-        machine = RoundMachine(
-            policy=settings.policy,
-            strategy=settings.strategy,
-            hyper=settings.hyper,
-            current=first,
-            now=now,
-            online=online,
-            source_for=lambda r: lambda only: store.round_updates(r, only),
-        )
-        store.set_meta(fleet=settings.fleet, pipeline=settings.pipeline)
-        store.initialise(first, machine.opening())
-        log.info("new database %s: round 0 is %s", store.path, first.sha256[:12])
-        return machine
-    if settings.init is not None:
-        log.warning(
-            "--init %s ignored: %s already holds the fleet's models", settings.init, store.path
-        )
-    # The deadline restarts now: while the aggregator was down nobody could be told anything.
-    machine = RoundMachine(
-        policy=settings.policy,
-        strategy=settings.strategy,
-        hyper=settings.hyper,
-        current=snapshot.current,
-        velocity=snapshot.velocity,
-        now=now,
-        attempt=snapshot.opening.attempt,
-        first_opened=snapshot.first_opened,
-        expected=snapshot.opening.expected,
-        counted=snapshot.counted,
-        rejected=snapshot.rejected,
-        online=online,
-        source_for=lambda r: lambda only: store.round_updates(r, only),
-    )
-    log.info(
-        "resumed round %d attempt %d with %d accepted updates (%s)",
-        machine.round,
-        machine.attempt,
-        len(snapshot.counted),
-        ", ".join(machine.reported) or "none yet",
-    )
-    return machine
-
-
 class AggregatorService:
     """One aggregator for one fleet.
 
@@ -182,43 +92,18 @@ class AggregatorService:
         self.settings = settings
         self.topics = settings.topics
         self._clock = clock
-        # Bounded whatever the broker does with the Receive Maximum (tinyfed.mqtt.inbox)
-        self._events: Inbox[_Event] = Inbox(INBOUND_WINDOW)
         self._global_mid: int | None = None
         self._global_check_at: float | None = None
         self._last_repair = -1e9
-        self._stopping = False
         self._subscribed = False  # the first subscription has been acknowledged
         self._status_dirty = False
         self._status_sent = -1e9
         self._status_key: tuple[int, int] | None = None  # (round, attempt) last published
         self.poisoned = 0  #: messages whose handling failed unexpectedly (rejected, acked)
-        self._refusals = Throttle()
         self.receipts_skipped = 0  #: rejection receipts not sent (flood control)
         self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
         self._prune = True  # closed rounds' update blobs may be left to delete (from a crash)
         self._last_message = -1e9  # when the last batch of messages was handled (clock)
-
-    # ------------------------------------------------------------------ paho thread
-
-    def _on_connect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        self._events.put(_Connected(str(rc), bool(rc.is_failure)))
-
-    def _on_subscribe(
-        self, client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any
-    ) -> None:
-        self._events.put(_Subscribed(mid))
-
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._events.put(_Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
-
-    def _on_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        if not self._stopping:
-            log.warning("disconnected from %s (%s); reconnecting", self.settings.broker, rc)
 
     # ------------------------------------------------------------------ main thread
 
@@ -229,29 +114,22 @@ class AggregatorService:
         try:
             self.machine = open_machine(s, store, self._clock())
             self.store = store
-            client = make_client(
-                s.broker,
-                s.client_id,
-                will_topic=self.topics.aggregator_status,
-                will_payload=contract.encode_aggregator_status(AggregatorStatus(state="offline")),
-                persistent=True,
-            )
-            client.manual_ack_set(True)
-            client.on_connect = self._on_connect
-            client.on_subscribe = self._on_subscribe
-            client.on_message = self._on_message
-            client.on_disconnect = self._on_disconnect
-            self.client = client
             # MQTT 3.1.1 has no session expiry nor Receive Maximum: the broker's settings
             # bound both then (docs/deploy.md, "MQTT 3.1.1").
-            connect(
-                client,
+            self.mqtt = MqttSession(
                 s.broker,
-                keepalive=15,
+                s.client_id,
+                logger=log,
+                status_topic=self.topics.aggregator_status,
+                will=contract.encode_aggregator_status(AggregatorStatus(state="offline")),
+                persistent=True,
                 session_expiry=SESSION_EXPIRY_S,
                 receive_maximum=INBOUND_WINDOW,
+                manual_ack=True,
+                keepalive=15,
+                inbox_capacity=INBOUND_WINDOW,  # the bound, whatever the broker does
             )
-            client.loop_start()
+            self.mqtt.start()
             log.info(
                 "aggregator for fleet %s on %s: %s, round %d, database %s",
                 s.fleet,
@@ -269,37 +147,24 @@ class AggregatorService:
             store.close()
         return 0
 
-    def _next_events(self) -> list[_Event]:
+    def _next_events(self) -> list[Event]:
         """What arrived: wait briefly for one event, then take what else is already queued."""
-        try:
-            events = [self._events.get(timeout=POLL_S)]
-        except queue.Empty:
-            return []
         # Group commit: gather what arrives within BATCH_WINDOW_S into one synced commit (the
-        # broker has at most INBOUND_WINDOW unacknowledged messages out to us anyway).
-        deadline = time.monotonic() + BATCH_WINDOW_S
-        while len(events) < INBOUND_WINDOW * 2:
-            left = deadline - time.monotonic()
-            try:
-                events.append(
-                    self._events.get(timeout=left) if left > 0 else self._events.get_nowait()
-                )
-            except queue.Empty:
-                break
-        return events
+        # inbox holds at most INBOUND_WINDOW messages anyway).
+        return self.mqtt.take(POLL_S, linger=BATCH_WINDOW_S, limit=INBOUND_WINDOW * 2)
 
     def _step(self) -> None:
-        messages: list[_Message] = []
+        messages: list[Message] = []
         for event in self._next_events():
-            if isinstance(event, _Message):
+            if isinstance(event, Message):
                 messages.append(event)
                 continue
             if messages:  # keep the order: messages before a (re)connection go first
                 self._messages(messages, self._clock())
                 messages = []
-            if isinstance(event, _Connected):
+            if isinstance(event, Connected):
                 self._connected(event)
-            elif event.mid == self._global_mid:
+            elif isinstance(event, Subscribed) and event.mid == self._global_mid:
                 self._global_check_at = self._clock() + GLOBAL_CHECK_S
                 self._subscribed = True
         now = self._clock()
@@ -312,7 +177,7 @@ class AggregatorService:
             self._publish_global(now, repair=True)
         self._tick(now)
         self._publish_status_if_due(now)
-        if self._prune and now - self._last_message >= PRUNE_IDLE_S and self._events.empty():
+        if self._prune and now - self._last_message >= PRUNE_IDLE_S and not self.mqtt.inbox:
             self._prune_some()
 
     def _prune_some(self) -> None:
@@ -338,36 +203,19 @@ class AggregatorService:
             return
         self._announce(decisions)
 
-    def _connected(self, event: _Connected) -> None:
+    def _connected(self, event: Connected) -> None:
         if event.failed:
-            if self._refusals(event.reason):  # once per cause and minute, not every reconnect
-                log.error(
-                    "broker %s refused the connection: %s", self.settings.broker, event.reason
-                )
-            return
-        log.info("connected to %s", self.settings.broker)
+            return  # the session logged it (once per cause and minute); paho retries
         self._publish_status()
-        if self.settings.broker.v5:
-            qos1 = SubscribeOptions(qos=1)
-            _, mid = self.client.subscribe(
-                [
-                    (self.topics.all_worker_status, qos1),
-                    (self.topics.all_updates, qos1),
-                    (self.topics.global_model, SubscribeOptions(qos=1, noLocal=True)),
-                ]
-            )
-        else:  # no No Local: our own global models come back, match and are ignored
-            _, mid = self.client.subscribe(
-                [
-                    (self.topics.all_worker_status, 1),
-                    (self.topics.all_updates, 1),
-                    (self.topics.global_model, 1),
-                ]
-            )
-        self._global_mid = mid
+        # Under MQTT 3.1.1 there is no No Local: our own global models come back, match the
+        # database and are ignored.
+        t = self.topics
+        self._global_mid = self.mqtt.subscribe(
+            [t.all_worker_status, t.all_updates, t.global_model], no_local={t.global_model}
+        )
         self._global_check_at = None
 
-    def _messages(self, batch: list[_Message], now: float) -> None:
+    def _messages(self, batch: list[Message], now: float) -> None:
         """Decide ``batch`` in one store transaction, then acknowledge and publish."""
         self._last_message = now
         decided: list[Decision] = []
@@ -377,7 +225,7 @@ class AggregatorService:
         # Only now are the decisions on disk: if the process dies before this line, the
         # broker delivers the messages again and the machine judges them again.
         for m in batch:
-            self.client.ack(m.mid, m.qos)
+            self.mqtt.ack(m)
         accepted = [d.round for d in decided if isinstance(d, Accepted)]
         if accepted:  # one line per commit, not per update (10,000 lines a round at scale)
             machine = self.machine
@@ -391,7 +239,7 @@ class AggregatorService:
             )
         self._announce(decided)
 
-    def _isolated(self, m: _Message, now: float) -> list[Decision]:
+    def _isolated(self, m: Message, now: float) -> list[Decision]:
         """Handle one message; if anything goes wrong, roll it back alone and reject it."""
         try:
             with self.store.savepoint():
@@ -424,7 +272,7 @@ class AggregatorService:
                 self._record(decisions)
             return decisions
 
-    def _dispatch(self, m: _Message, now: float) -> list[Decision]:
+    def _dispatch(self, m: Message, now: float) -> list[Decision]:
         if m.topic == self.topics.global_model:
             self._check_global(m.payload, now)
             return []
@@ -542,11 +390,11 @@ class AggregatorService:
                 return
             self._last_repair = now
         g = self.machine.current
-        self.client.publish(self.topics.global_model, contract.encode_global(g), qos=1, retain=True)
+        self.mqtt.publish(self.topics.global_model, contract.encode_global(g), retain=True)
         log.info("published global model %d (%s)", g.round, g.sha256[:12])
 
     def _publish_round(self, event: contract.RoundEvent) -> None:
-        self.client.publish(self.topics.rounds, contract.encode_round_event(event), qos=1)
+        self.mqtt.publish(self.topics.rounds, contract.encode_round_event(event))
 
     def _publish_receipt(
         self, worker_id: str, upload_id: str, round_: int, outcome: str, reason: str
@@ -565,7 +413,7 @@ class AggregatorService:
         except ContractError as exc:  # an upload id the contract cannot carry back
             log.warning("no receipt for %s upload %r: %s", worker_id, upload_id, exc)
             return
-        self.client.publish(topic, payload, qos=1, retain=True)
+        self.mqtt.publish(topic, payload, retain=True)
 
     def _rejection_receipt_allowed(self, worker_id: str) -> bool:
         now = time.monotonic()
@@ -605,20 +453,11 @@ class AggregatorService:
         self._status_dirty = False
         self._status_sent = self._clock()
         self._status_key = (self.machine.round, self.machine.attempt)
-        payload = contract.encode_aggregator_status(self._status(state))
-        return self.client.publish(self.topics.aggregator_status, payload, qos=1, retain=True)
+        return self.mqtt.publish_status(contract.encode_aggregator_status(self._status(state)))
 
     def _shutdown(self) -> None:
-        self._stopping = True
-        self._events.close()  # a network thread waiting for room goes on (and can send)
-        if self.client.is_connected():
-            info = self._publish_status("offline")
-            try:
-                info.wait_for_publish(timeout=2.0)
-            except (RuntimeError, ValueError) as exc:
-                log.warning("could not publish the offline status: %s", exc)
-        self.client.disconnect()
-        self.client.loop_stop()
+        # The offline status (with the round it stopped at), its PUBACK awaited up to 2 s.
+        self.mqtt.close(offline=contract.encode_aggregator_status(self._status("offline")))
         log.info("aggregator stopped at round %d", self.machine.round)
 
 

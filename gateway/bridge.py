@@ -1,34 +1,36 @@
 """The bridge: one board's link on one side, the fleet's MQTT broker on the other.
 
-Three parts, from pure to I/O:
+The gateway's parts, from pure to I/O, one module each:
 
-* :class:`BridgeState` decides, from what it was told (the retained global model, the board's
-  HELLO and LOSS events, what was pushed and uploaded), the next thing to do: push the global
-  model down, pull the board's model up, or nothing. It has no sockets and is tested alone.
-* :class:`~tinyfed.gateway.uplink.Uplink` is the MQTT side: an update is kept (with a spool folder,
-  on disk) and sent again with the same upload id until the aggregator's receipt says it is on the
-  aggregator's disk, so neither a broker crash nor a gateway restart loses one.
-* :class:`Bridge` runs the board link (reopened with backoff when lost) and the uplink, and
-  carries out the state's decisions.
+* :class:`~tinyfed.gateway.state.BridgeState` (:mod:`tinyfed.gateway.state`) decides, from what
+  it was told (the retained global model, the board's HELLO and LOSS events, what was pushed and
+  uploaded), the next thing to do: push the global model down, pull the board's model up, or
+  nothing. It has no sockets and is tested alone; :mod:`tinyfed.gateway.state_file` keeps its
+  board record in the spool folder across restarts.
+* :class:`~tinyfed.gateway.uplink.Uplink` is the MQTT side: an update is kept in the
+  :class:`~tinyfed.gateway.outbox.Outbox` (with a spool folder, on disk) and sent again with the
+  same upload id until the aggregator's receipt says it is on the aggregator's disk, so neither
+  a broker crash nor a gateway restart loses one.
+* :class:`Bridge` (here) runs the board link (reopened with backoff when lost) and the uplink,
+  and carries out the state's decisions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinyfed import model
+from tinyfed.gateway import state_file
+from tinyfed.gateway.outbox import Outbox
 from tinyfed.gateway.settings import GatewaySettings
-from tinyfed.gateway.uplink import MAX_INFLIGHT, Outbox, Outgoing, Uplink, WorkerState, write_atomic
-from tinyfed.link import spec
+from tinyfed.gateway.state import BridgeState, Held, Push, default_worker_id
+from tinyfed.gateway.uplink import Uplink, WorkerState
 from tinyfed.link.client import (
     BoardLink,
     Event,
@@ -41,154 +43,12 @@ from tinyfed.link.client import (
 )
 from tinyfed.link.transports import open_transport
 from tinyfed.link.transports.base import Transport, TransportError
-from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import GlobalModel, LossEvent, ModelUpdate, WorkerStatus
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_INFLIGHT", "Bridge", "BridgeState", "Held", "Outbox", "Outgoing", "Pull", "Push"]
 RETRY_MAX = 30.0  #: longest wait before a failed push or pull is tried again (doubling)
 LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
-BOARD_ARCH = {spec.ArchId.FC650_16_3: model.ARCH_ID}
-
-
-def default_worker_id(hello: Hello) -> str:
-    """The worker id of a board that was given none: stable across its reboots."""
-    return f"board-{hello.board_hex}"
-
-
-# ----------------------------------------------------------------------------- decisions
-
-
-@dataclass(frozen=True)
-class Held:
-    """The global model the gateway put on the board in its current boot."""
-
-    boot_id: int
-    round: int
-    sha256: str
-    local_steps: int
-
-
-@dataclass(frozen=True)
-class Push:
-    """Download this global model (and its hyper-parameters) to the board."""
-
-    model: GlobalModel
-
-
-@dataclass(frozen=True)
-class Pull:
-    """Upload the board's model: it has done its local steps on ``held``."""
-
-    held: Held
-
-
-Action = Push | Pull
-
-
-@dataclass
-class BridgeState:
-    """What the gateway knows, and what it should do next (no I/O).
-
-    Rules:
-
-    * a board whose boot id has not received the current global model gets it (a new boot id
-      means the board rebooted with a fresh model; a new global model replaces the old one);
-    * once the board has done ``local_steps`` (from the global model's hyper-parameters) on a
-      global model pushed in its current boot, its model is pulled and published, once per
-      boot and round; a board that rebooted in between lost those steps and uploads nothing;
-    * an upload comes before the push of a newer global model, so finished work is not lost;
-    * a global model the board cannot run (another architecture or feature pipeline) is never
-      pushed, and :attr:`problem` says why.
-    """
-
-    worker_id: str
-    global_model: GlobalModel | None = None
-    board: Hello | None = None
-    held: Held | None = None
-    steps: int = 0  #: the board's steps since ``held`` was pushed
-    losses: list[float] = field(default_factory=list)  #: their losses
-    uploaded: set[tuple[int, int]] = field(default_factory=set)  #: (boot id, round)
-    problem: str | None = None
-
-    def on_global(self, g: GlobalModel) -> None:
-        self.global_model = g
-
-    def on_hello(self, hello: Hello) -> None:
-        self.board = hello
-        if self.held is not None and self.held.boot_id == hello.boot_id:
-            if hello.model_round == self.held.round:
-                self.steps = max(self.steps, hello.steps_since_global)
-        else:
-            self.steps = 0
-            self.losses = []
-
-    def on_board_lost(self) -> None:
-        self.board = None
-
-    def on_loss(self, loss: LossReport) -> None:
-        if (
-            self.held is not None
-            and self.board is not None
-            and self.held.boot_id == self.board.boot_id
-            and loss.model_round == self.held.round
-        ):
-            self.steps = max(self.steps, loss.steps_since_global)
-            self.losses.append(loss.loss)
-
-    def pushed(self, boot_id: int, g: GlobalModel) -> None:
-        self.held = Held(boot_id, g.round, g.sha256, g.hyper.local_steps)
-        self.steps = 0
-        self.losses = []
-
-    def pulled(self, held: Held) -> None:
-        self.uploaded.add((held.boot_id, held.round))
-
-    def loss_summary(self) -> contract.LossSummary:
-        if not self.losses:
-            return contract.LossSummary()
-        return contract.LossSummary(
-            count=len(self.losses),
-            mean=float(sum(self.losses) / len(self.losses)),
-            last=float(self.losses[-1]),
-        )
-
-    def compatible(self, g: GlobalModel, board: Hello) -> str | None:
-        """Why ``g`` cannot go on ``board``, or None if it can."""
-        board_arch = BOARD_ARCH.get(board.arch, f"arch-{board.arch}")  # type: ignore[call-overload]
-        if g.arch != board_arch:
-            return f"global model is {g.arch} but board {board.board_hex} runs {board_arch}"
-        if g.pipeline != board.pipeline_name:
-            return (
-                f"global model uses the {g.pipeline!r} feature pipeline but board "
-                f"{board.board_hex} computes {board.pipeline_name!r}"
-            )
-        return None
-
-    def next_action(self) -> Action | None:
-        board, held, g = self.board, self.held, self.global_model
-        if board is None:
-            return None
-        current = held is not None and held.boot_id == board.boot_id
-        if (
-            current
-            and held is not None
-            and self.steps >= held.local_steps
-            and (held.boot_id, held.round) not in self.uploaded
-        ):
-            return Pull(held)
-        if g is None:
-            return None
-        if current and held is not None and held.sha256 == g.sha256:
-            return None
-        self.problem = self.compatible(g, board)
-        if self.problem is not None:
-            return None
-        return Push(g)
-
-
-# ----------------------------------------------------------------------------- the bridge
 
 
 class Bridge:
@@ -271,7 +131,8 @@ class Bridge:
         if self.state is None:
             worker_id = self.settings.worker_id or default_worker_id(hello)
             self.state = BridgeState(worker_id)
-            self._restore_board_state(self.state)
+            if self._state_path is not None:
+                state_file.restore(self._state_path, self.state)
             if self._pending_global is not None:
                 self.state.on_global(self._pending_global)
             log.info("gateway for worker %s (board %s)", worker_id, hello.board_hex)
@@ -405,7 +266,7 @@ class Bridge:
         if link.board is None or link.board.boot_id != boot:
             raise LinkError("the board rebooted during the push")
         state.pushed(boot, g)
-        self._save_board_state()
+        self._save_state()
         log.info(
             "pushed global round %d (%s) to board %s: %s",
             g.round,
@@ -443,7 +304,7 @@ class Bridge:
             raise LinkError("no MQTT session to publish the update on")
         self.uplink.send_update(update)
         state.pulled(held)
-        self._save_board_state()
+        self._save_state()
         self.uploads += 1
         log.info(
             "update %s: round %d, %d local steps, loss mean %s (%s)",
@@ -454,35 +315,13 @@ class Bridge:
             link.transfers[-1] if link.transfers else "",
         )
 
-    # -- spool of the board's state -------------------------------------------------------
-
+    @property
     def _state_path(self) -> Path | None:
         return self.settings.spool / "board.json" if self.settings.spool else None
 
-    def _save_board_state(self) -> None:
-        path, state = self._state_path(), self.state
-        if path is None or state is None:
-            return
-        obj = {
-            "worker_id": state.worker_id,
-            "held": asdict(state.held) if state.held else None,
-            "uploaded": sorted(state.uploaded)[-16:],
-        }
-        write_atomic(path, json.dumps(obj).encode())
-
-    def _restore_board_state(self, state: BridgeState) -> None:
-        path = self._state_path()
-        if path is None or not path.exists():
-            return
-        try:
-            obj = json.loads(path.read_text())
-            if obj.get("worker_id") != state.worker_id:
-                return
-            if obj.get("held"):
-                state.held = Held(**obj["held"])
-            state.uploaded = {(int(b), int(r)) for b, r in obj.get("uploaded", [])}
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("ignoring unreadable %s: %s", path, exc)
+    def _save_state(self) -> None:
+        if self._state_path is not None and self.state is not None:
+            state_file.save(self._state_path, self.state)
 
     # -- the MQTT side --------------------------------------------------------------------
 

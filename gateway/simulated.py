@@ -1,11 +1,11 @@
 """Simulated gateways: the real gateway's MQTT side with a simulated board.
 
 * :class:`SimulatedGateway` is the real gateway on the MQTT side, because it *is* the real one
-  there: :class:`~tinyfed.gateway.uplink.Uplink` and :class:`~tinyfed.gateway.uplink.Outbox`,
+  there: :class:`~tinyfed.gateway.uplink.Uplink` and :class:`~tinyfed.gateway.outbox.Outbox`,
   unchanged (same status and Last Will, same resend rules, same receipts, optional spool folder).
   Only the board is replaced: when a global model arrives it "trains" for a short random delay, then
   makes an update (the global parameters plus a small seeded random delta, float32) with a fresh
-  upload id, exactly once per global round, as :class:`~tinyfed.gateway.bridge.BridgeState` does for
+  upload id, exactly once per global round, as :class:`~tinyfed.gateway.state.BridgeState` does for
   one boot of a board. A newer global model arriving mid-training replaces the one being trained on,
   as a push to a real board does. It records every update it made (:attr:`SimulatedGateway.made`)
   and every receipt it saw (:attr:`SimulatedGateway.receipts`).
@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from tinyfed import model
+from tinyfed.gateway.outbox import RESEND_MAX, RESEND_MIN, Outbox
 from tinyfed.gateway.settings import DEFAULT_BUFFER
-from tinyfed.gateway.uplink import RESEND_MAX, RESEND_MIN, Outbox, Uplink, WorkerState
+from tinyfed.gateway.uplink import Uplink, WorkerState
 from tinyfed.mqtt.contract import (
     GlobalModel,
     LossSummary,

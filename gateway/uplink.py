@@ -1,22 +1,23 @@
 """The gateway's MQTT side: what it publishes, and delivery that ends at the aggregator's disk.
 
-* :class:`Outbox` holds the messages not yet delivered, bounded, dropping the oldest loss
-  event first (then the oldest update) with a warning when full. A loss event is delivered
-  when the broker acknowledges it (PUBACK). An update is delivered only when the aggregator's
-  **receipt** for its upload id arrives (``workers/<id>/receipt``: it is then on the
-  aggregator's disk, counted or rejected with a reason), or when the fleet's global model has
-  moved past the round it was based on: until then it is kept - and, with a spool folder, kept
-  on disk across gateway restarts - and sent again with the same upload id, so a broker that
-  crashed with it queued, or a PUBACK that means nothing (MQTT v5 reason code 0x10 "no
-  matching subscribers" included), loses nothing. The aggregator recognises a re-sent upload
-  it has already counted and confirms it again.
+* The :class:`~tinyfed.gateway.outbox.Outbox` holds the messages not yet delivered, bounded,
+  dropping the oldest loss event first (then the oldest update) with a warning when full. A
+  loss event is delivered when the broker acknowledges it (PUBACK). An update is delivered only
+  when the aggregator's **receipt** for its upload id arrives (``workers/<id>/receipt``: it is
+  then on the aggregator's disk, counted or rejected with a reason), or when the fleet's global
+  model has moved past the round it was based on: until then it is kept - and, with a spool
+  folder, kept on disk across gateway restarts - and sent again with the same upload id, so a
+  broker that crashed with it queued, or a PUBACK that means nothing (MQTT v5 reason code 0x10
+  "no matching subscribers" included), loses nothing. The aggregator recognises a re-sent
+  upload it has already counted and confirms it again.
 * Re-sending happens at once when the MQTT connection comes back, when the aggregator comes
   back online or starts a new round attempt (its retained status), and otherwise after
   ``resend_min`` seconds, doubling up to ``resend_max`` - but not while the aggregator's
   status says it is offline: copies would only pile up in its queue at the broker.
-* :class:`Uplink` is the paho MQTT v5 client (which reconnects by itself) running all of this
-  for one worker inside an asyncio loop; the real gateway (:mod:`tinyfed.gateway.bridge`) and the
-  fleet's simulated gateways use it alike.
+* :class:`Uplink` is one worker's MQTT session (:class:`~tinyfed.mqtt.adapter.MqttSession`: it
+  reconnects by itself, keeps the retained status and its Last Will, says ``offline`` on exit)
+  running all of this inside an asyncio loop; the real gateway (:mod:`tinyfed.gateway.bridge`)
+  and the fleet's simulated gateways use it alike.
 """
 
 from __future__ import annotations
@@ -24,208 +25,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import paho.mqtt.client as paho
-from paho.mqtt.reasoncodes import ReasonCode
-
+from tinyfed.gateway.outbox import Outbox, Outgoing
 from tinyfed.mqtt import contract, session
+from tinyfed.mqtt.adapter import Connected, Disconnected, Event, Message, MqttSession, Published
 from tinyfed.mqtt.contract import ContractError, GlobalModel, LossEvent, ModelUpdate, WorkerStatus
 
 log = logging.getLogger(__name__)
 
-MAX_INFLIGHT = 20  #: messages handed to paho and not yet acknowledged
-RESEND_MIN = 30.0  #: first wait for a receipt before an update is sent again (doubling)
-RESEND_MAX = 300.0  #: longest wait between two sends of one update
 TIMER_S = 0.5  #: how often the resend timer looks at the clock
 
 WorkerState = Literal["online", "offline", "board-missing"]
-
-
-@dataclass
-class Outgoing:
-    """One MQTT message not yet delivered."""
-
-    topic: str
-    payload: bytes
-    kind: Literal["update", "loss"]
-    key: str  #: upload id, or ``loss-<step>``
-    spool_path: Path | None = None
-    base_round: int | None = None  #: for updates: the round it was trained from
-    sends: int = 0  #: how many times it was handed to the client
-    resend_at: float = 0.0  #: monotonic time of the next send while awaiting a receipt
-
-
-class Outbox:
-    """Messages to publish at QoS 1, kept until delivered (see the module's rules).
-
-    Args:
-        limit: most messages kept (queued, in flight and awaiting a receipt).
-        spool: folder where updates wait on disk until delivered (None: memory only).
-        resend_min: first wait for a receipt before an update is sent again.
-        resend_max: longest wait between two sends.
-    """
-
-    def __init__(
-        self,
-        limit: int,
-        spool: Path | None = None,
-        *,
-        resend_min: float = RESEND_MIN,
-        resend_max: float = RESEND_MAX,
-    ) -> None:
-        self.limit = limit
-        self.spool = spool
-        self.resend_min = resend_min
-        self.resend_max = resend_max
-        self.queued: deque[Outgoing] = deque()
-        self.inflight: dict[int, Outgoing] = {}
-        self.awaiting: dict[str, Outgoing] = {}  #: updates the broker has, by upload id
-        self.dropped = 0
-        self.resent = 0
-        if spool is not None:
-            (spool / "updates").mkdir(parents=True, exist_ok=True)
-
-    def __len__(self) -> int:
-        return len(self.queued) + len(self.inflight) + len(self.awaiting)
-
-    def updates(self) -> list[Outgoing]:
-        """Every update not yet delivered, wherever it waits."""
-        return [
-            m
-            for m in (*self.queued, *self.inflight.values(), *self.awaiting.values())
-            if m.kind == "update"
-        ]
-
-    def load_spool(self) -> int:
-        """Queue the updates a previous run left undelivered; return how many."""
-        if self.spool is None:
-            return 0
-        n = 0
-        for path in sorted((self.spool / "updates").glob("*.msgpack")):
-            try:
-                payload = path.read_bytes()
-                update = contract.decode_update(payload)
-                topic = path.with_suffix(".topic").read_text().strip()
-            except (OSError, ContractError) as exc:
-                log.error("spooled update %s is unreadable (%s); moved aside", path, exc)
-                path.rename(path.with_suffix(".bad"))
-                continue
-            self.queued.append(
-                Outgoing(topic, payload, "update", update.upload_id, path, update.base_round)
-            )
-            n += 1
-        return n
-
-    def add(self, msg: Outgoing) -> None:
-        if self.spool is not None and msg.kind == "update":
-            name = f"{time.time_ns():020d}-{msg.key}"
-            path = self.spool / "updates" / f"{name}.msgpack"
-            write_atomic(path.with_suffix(".topic"), msg.topic.encode())
-            write_atomic(path, msg.payload)
-            msg.spool_path = path
-        self.queued.append(msg)
-        while len(self) > self.limit and self.queued:
-            victim = next((m for m in self.queued if m.kind == "loss"), self.queued[0])
-            self.queued.remove(victim)
-            self._forget(victim)
-            self.dropped += 1
-            log.warning(
-                "MQTT buffer full (%d messages, broker unreachable?): dropped %s %s; "
-                "%d dropped so far; raise --buffer to keep more",
-                self.limit,
-                victim.kind,
-                victim.key,
-                self.dropped,
-            )
-
-    def take(self) -> Outgoing | None:
-        """The next queued message to hand to the client, if there is room in flight."""
-        if not self.queued or len(self.inflight) >= MAX_INFLIGHT:
-            return None
-        return self.queued.popleft()
-
-    def handed(self, msg: Outgoing, mid: int) -> None:
-        msg.sends += 1
-        self.inflight[mid] = msg
-
-    def acked(self, mid: int, now: float | None = None) -> Outgoing | None:
-        """The broker acknowledged ``mid``: a loss event is done, an update awaits its receipt."""
-        msg = self.inflight.pop(mid, None)
-        if msg is None:
-            return None
-        if msg.kind == "update":
-            wait = min(self.resend_max, self.resend_min * 2 ** max(0, msg.sends - 1))
-            msg.resend_at = (time.monotonic() if now is None else now) + wait
-            self.awaiting[msg.key] = msg
-        else:
-            self._forget(msg)
-        return msg
-
-    def confirmed(self, upload_id: str) -> Outgoing | None:
-        """The aggregator's receipt for ``upload_id`` arrived: the update is delivered."""
-        msg = self.awaiting.pop(upload_id, None)
-        if msg is None:
-            msg = next((m for m in self.queued if m.key == upload_id), None)
-            if msg is not None:
-                self.queued.remove(msg)
-        if msg is None:
-            mid = next((k for k, m in self.inflight.items() if m.key == upload_id), None)
-            if mid is not None:
-                msg = self.inflight.pop(mid)
-        if msg is not None and msg.kind == "update":
-            self._forget(msg)
-            return msg
-        return None
-
-    def expire(self, round_: int) -> list[Outgoing]:
-        """The global model is now ``round_``: updates based on older rounds are moot."""
-        gone = [m for m in self.updates() if m.base_round is not None and m.base_round < round_]
-        for msg in gone:
-            if self.awaiting.get(msg.key) is msg:
-                del self.awaiting[msg.key]
-            elif msg in self.queued:
-                self.queued.remove(msg)
-            else:
-                mid = next((k for k, m in self.inflight.items() if m is msg), None)
-                if mid is not None:
-                    del self.inflight[mid]
-            self._forget(msg)
-        return gone
-
-    def due(self, now: float) -> int:
-        """Queue again the updates whose receipt is overdue; return how many."""
-        late = [m for m in self.awaiting.values() if m.resend_at <= now]
-        for msg in late:
-            del self.awaiting[msg.key]
-            self.queued.appendleft(msg)
-        self.resent += len(late)
-        return len(late)
-
-    def resend_all(self) -> int:
-        """Queue again every update awaiting a receipt (the path to the aggregator changed)."""
-        return self.due(float("inf"))
-
-    def _forget(self, msg: Outgoing) -> None:
-        if msg.spool_path is not None:
-            for path in (msg.spool_path, msg.spool_path.with_suffix(".topic")):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 class Uplink:
@@ -239,7 +52,7 @@ class Uplink:
         status: makes the worker's status for a state (also its Last Will, ``offline``).
         on_global: called in the loop with each valid global model.
         threaded: run paho's network loop in its own thread (the gateway); False drives the
-            client from the asyncio loop itself (:class:`tinyfed.mqtt.session.AsyncioDriver`), for
+            client from the asyncio loop itself (:class:`tinyfed.mqtt.adapter.AsyncioDriver`), for
             thousands of simulated gateways in one process.
     """
 
@@ -255,47 +68,36 @@ class Uplink:
         threaded: bool = True,
     ) -> None:
         self.threaded = threaded
-        self._driver: session.AsyncioDriver | None = None
         self.broker = broker
         self.topics = topics
         self.worker_id = worker_id
         self.outbox = outbox
         self._status = status
         self._on_global = on_global
-        self.client: paho.Client | None = None
+        self.mqtt: MqttSession | None = None
         self.connected = False
         self.receipts: dict[str, contract.Receipt] = {}  #: last receipts seen, by upload id
         self._aggregator: tuple[str, int | None, int | None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.Task[None] | None = None
         self.last_state: WorkerState = "online"
         self._newest_global: tuple[int, float] | None = None  #: (round, created) seen
-        self._refusals = session.Throttle()
 
     # -- life -----------------------------------------------------------------------------
 
     def start(self, state: WorkerState = "online") -> None:
         """Connect (in the background; paho reconnects by itself) from the running loop."""
-        self._loop = asyncio.get_running_loop()
         self.last_state = state
-        will = contract.encode_worker_status(self._status("offline"))
-        client = session.make_client(
+        mqtt = MqttSession(
             self.broker,
             f"tinyfed-gw-{self.topics.fleet}-{self.worker_id}"[:64],
-            will_topic=self.topics.worker_status(self.worker_id),
-            will_payload=will,
+            logger=log,
+            status_topic=self.topics.worker_status(self.worker_id),
+            will=contract.encode_worker_status(self._status("offline")),
+            on_lost=lambda: f"; {len(self.outbox)} message(s) buffered",
+            pubacks=True,
         )
-        client.on_connect = self._cb_connect
-        client.on_disconnect = self._cb_disconnect
-        client.on_message = self._cb_message
-        client.on_publish = self._cb_publish
-        self.client = client
-        session.connect(client, self.broker)
-        if self.threaded:
-            client.loop_start()
-        else:
-            self._driver = session.AsyncioDriver(client)
-            self._driver.start()
+        self.mqtt = mqtt
+        mqtt.start_in_loop(self._on_event, threaded=self.threaded)
         self._timer = asyncio.create_task(self._resend_timer(), name=f"resend-{self.worker_id}")
         log.info("connecting to %s as worker %s", self.broker, self.worker_id)
 
@@ -305,31 +107,18 @@ class Uplink:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
-        client, self.client = self.client, None
-        if client is None:
+        mqtt, self.mqtt = self.mqtt, None
+        if mqtt is None:
             return
-        if self.connected:
-            info = client.publish(
-                self.topics.worker_status(self.worker_id),
-                contract.encode_worker_status(self._status("offline")),
-                qos=1,
-                retain=True,
-            )
-            deadline = time.monotonic() + 2.0
-            while not info.is_published() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+        offline = contract.encode_worker_status(self._status("offline"))
+        connected, self.connected = self.connected, False  # ours: no "lost the broker" line
         if len(self.outbox):
             log.warning(
                 "%d message(s) undelivered at exit%s",
                 len(self.outbox),
                 " (updates kept in the spool)" if self.outbox.spool else "",
             )
-        self.connected = False  # our own disconnection: no "lost the broker" warning
-        if self._driver is not None:
-            await self._driver.stop()
-        else:
-            client.disconnect()
-            client.loop_stop()
+        await mqtt.aclose(offline if connected else None)
 
     # -- what the application sends -------------------------------------------------------
 
@@ -348,26 +137,21 @@ class Uplink:
     def publish_status(self, state: WorkerState) -> None:
         """Publish the worker's retained status (when connected; again on every reconnect)."""
         self.last_state = state
-        client = self.client
-        if client is None or not self.connected:
+        mqtt = self.mqtt
+        if mqtt is None or not self.connected:
             return
-        client.publish(
-            self.topics.worker_status(self.worker_id),
-            contract.encode_worker_status(self._status(state)),
-            qos=1,
-            retain=True,
-        )
+        mqtt.publish_status(contract.encode_worker_status(self._status(state)))
 
     def _enqueue(self, msg: Outgoing) -> None:
         self.outbox.add(msg)
         self._flush()
 
     def _flush(self) -> None:
-        client = self.client
-        if client is None or not self.connected:
+        mqtt = self.mqtt
+        if mqtt is None or not self.connected:
             return
         while (msg := self.outbox.take()) is not None:
-            info = client.publish(msg.topic, msg.payload, qos=1)
+            info = mqtt.publish(msg.topic, msg.payload)
             self.outbox.handed(msg, info.mid)
 
     @property
@@ -388,52 +172,28 @@ class Uplink:
                 log.warning("no receipt yet for %d update(s): sending again", n)
                 self._flush()
 
-    # -- paho's thread: hand everything over to the event loop ----------------------------
+    # -- in the loop: the session's events ----------------------------------------------
 
-    def _call(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._driver is not None:  # already in the loop's thread
-            fn(*args)
-            return
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(fn, *args)
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Message):
+            self._on_message(event.topic, event.payload)
+        elif isinstance(event, Published):
+            self._on_puback(event.mid, event.failed, event.reason)
+        elif isinstance(event, Connected):
+            self._on_connect(event)
+        elif isinstance(event, Disconnected):
+            self.connected = False
 
-    def _cb_connect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_connect, rc)
-
-    def _cb_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_disconnect, rc)
-
-    def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._call(self._on_message, msg.topic, bytes(msg.payload))
-
-    def _cb_publish(
-        self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any
-    ) -> None:
-        self._call(self._on_puback, mid, rc)
-
-    # -- in the loop ----------------------------------------------------------------------
-
-    def _on_connect(self, rc: ReasonCode) -> None:
-        client = self.client
-        if client is None:
-            return
-        if rc.is_failure:
-            if self._refusals(str(rc)):  # once per cause and minute, not every reconnect
-                log.error("broker %s refused the connection: %s", self.broker, rc)
-            return
+    def _on_connect(self, event: Connected) -> None:
+        mqtt = self.mqtt
+        if mqtt is None or event.failed:
+            return  # a refusal is logged by the session, once per cause and minute
         self.connected = True
-        log.info("connected to %s", self.broker)
-        client.subscribe(
+        mqtt.subscribe(
             [
-                (self.topics.global_model, 1),
-                (self.topics.worker_receipt(self.worker_id), 1),
-                (self.topics.aggregator_status, 1),
+                self.topics.global_model,
+                self.topics.worker_receipt(self.worker_id),
+                self.topics.aggregator_status,
             ]
         )
         self.publish_status(self.last_state)
@@ -441,16 +201,6 @@ class Uplink:
         if self.outbox.resend_all():
             log.info("re-sending %d update(s) without a receipt", len(self.outbox.updates()))
         self._flush()
-
-    def _on_disconnect(self, rc: ReasonCode) -> None:
-        if self.connected:
-            log.warning(
-                "lost the broker %s (%s); %d message(s) buffered, reconnecting",
-                self.broker,
-                rc,
-                len(self.outbox),
-            )
-        self.connected = False
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == self.topics.global_model:
@@ -533,10 +283,10 @@ class Uplink:
             )
             self._flush()
 
-    def _on_puback(self, mid: int, rc: ReasonCode) -> None:
+    def _on_puback(self, mid: int, failed: bool, rc: object) -> None:
         msg = self.outbox.acked(mid)
         if msg is not None:
-            if rc.is_failure:
+            if failed:
                 log.error(
                     "broker refused %s %s on %s: %s (kept; sent again later)"
                     if msg.kind == "update"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -246,3 +248,55 @@ def test_monitor_records_a_fleet_from_its_topics(
     assert code == 0
     assert (tmp_path / "global.bin").read_bytes() == model.to_bytes(g0)
     assert json.loads((tmp_path / "metrics.json").read_text())["initial"]["round"] == 0
+
+
+class _SlowHeldOut:
+    """Scores like a first scoring of a real HeldOut (MFCCs of every clip): slowly."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.threads: list[str] = []
+
+    def accuracy(self, params: model.F32, pipeline: str) -> float:
+        self.threads.append(threading.current_thread().name)
+        self.started.set()
+        self.release.wait(10)
+        return 0.5
+
+
+def test_the_recorder_scores_off_the_network_thread_which_keeps_receiving(
+    broker: Mosquitto, fleet: str
+) -> None:
+    # Prepare: a recorder whose scoring blocks until released
+    t = Topics(fleet)
+    slow = _SlowHeldOut()
+    recorder = Recorder(parse_broker_url(broker.url), t, held_out=cast(HeldOut, slow))
+    recorder.start()
+    client = publisher(broker)
+    try:
+        # Execute: a global model to score, then a loss event while the scoring runs
+        g0 = GlobalModel(0, model.init_params(), HyperParams(0.3, 0.9, 3), "paper")
+        publish(client, t.global_model, contract.encode_global(g0), True)
+        assert slow.started.wait(10)
+        loss = LossEvent("board-a", 1, 0.3, 0, (0.1, 0.2, 0.7), 2, 0, time.time())
+        publish(client, t.worker_loss("board-a"), contract.encode_loss(loss))
+        # Assert: paho's thread received the loss meanwhile and the connection stays up
+        mqtt = recorder._mqtt
+        assert mqtt is not None
+        deadline = time.monotonic() + 10
+        while len(mqtt.inbox) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(mqtt.inbox) == 1
+        assert mqtt.is_connected()
+        assert not any(name.startswith("paho") for name in slow.threads)
+        slow.release.set()
+        snap = recorder.wait_for(lambda s: s.latest_global is not None and s.workers != (), 10)
+        assert snap.latest_global is not None
+        assert snap.latest_global.accuracy == 0.5
+        assert [w.steps for w in snap.workers] == [1]
+    finally:
+        slow.release.set()
+        client.disconnect()
+        client.loop_stop()
+        recorder.stop()

@@ -1,4 +1,4 @@
-"""The gateway's decisions (:class:`tinyfed.gateway.bridge.BridgeState`), without a board or a
+"""The gateway's decisions (:class:`tinyfed.gateway.state.BridgeState`), without a board or a
 broker."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tinyfed import model
-from tinyfed.gateway.bridge import BridgeState, Held, Pull, Push
+from tinyfed.gateway.state import BridgeState, Held, Pull, Push
 from tinyfed.link.client import Hello, LossReport
 from tinyfed.mqtt import contract
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tinyfed import model
-from tinyfed.gateway.bridge import Outbox, Outgoing
+from tinyfed.gateway.outbox import Outbox, Outgoing
 from tinyfed.gateway.uplink import Uplink
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.session import parse_broker_url

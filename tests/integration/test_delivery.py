@@ -21,7 +21,8 @@ from tests.aggregator.test_poison import running_aggregator
 from tests.aggregator.test_service import Observer, Worker, flags, perturbed
 from tinyfed.aggregator import service
 from tinyfed.aggregator.store import Store
-from tinyfed.gateway.uplink import Outbox, Uplink
+from tinyfed.gateway.outbox import Outbox
+from tinyfed.gateway.uplink import Uplink
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import ModelUpdate, Topics, WorkerStatus
 from tinyfed.mqtt.session import make_client, parse_broker_url

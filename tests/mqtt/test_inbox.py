@@ -1,8 +1,7 @@
-"""The bounded hand-off from paho's network thread (tinyfed.mqtt.inbox)."""
+"""The session's bounded inbox (tinyfed.mqtt.adapter.Inbox): the aggregator's memory bound."""
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 
@@ -10,25 +9,31 @@ import paho.mqtt.client as paho
 import pytest
 
 from tinyfed.aggregator import service
-from tinyfed.mqtt.inbox import PUT_POLL_S, Inbox
+from tinyfed.mqtt.adapter import PUT_POLL_S, Inbox, Message
 from tinyfed.mqtt.session import connect, make_client, parse_broker_url
 from tinyfed.testbed.broker import Mosquitto
 
 
+def msg(i: int) -> Message:
+    return Message("t", i.to_bytes(4, "big"), i, 1)
+
+
 def test_a_full_inbox_makes_the_producer_wait_and_keeps_the_order() -> None:
     # Prepare
-    inbox: Inbox[int] = Inbox(8)
+    inbox = Inbox(8)
     got: list[int] = []
 
     def produce() -> None:
         for i in range(300):
-            assert inbox.put(i)
+            assert inbox.put(msg(i))
 
     producer = threading.Thread(target=produce)
     # Execute: a consumer slower than the producer
     producer.start()
     while len(got) < 300:
-        got.append(inbox.get(timeout=5))
+        event = inbox.get(5)
+        assert isinstance(event, Message)
+        got.append(event.mid)
         if len(got) % 50 == 0:
             time.sleep(0.05)
     producer.join(timeout=5)
@@ -40,10 +45,10 @@ def test_a_full_inbox_makes_the_producer_wait_and_keeps_the_order() -> None:
 
 def test_closing_releases_a_producer_waiting_for_room() -> None:
     # Prepare
-    inbox: Inbox[str] = Inbox(1)
-    assert inbox.put("kept")
+    inbox = Inbox(1)
+    assert inbox.put(msg(1))
     results: list[bool] = []
-    producer = threading.Thread(target=lambda: results.append(inbox.put("dropped")))
+    producer = threading.Thread(target=lambda: results.append(inbox.put(msg(2))))
     producer.start()
     time.sleep(2 * PUT_POLL_S)
     assert producer.is_alive()  # waiting for room
@@ -52,11 +57,10 @@ def test_closing_releases_a_producer_waiting_for_room() -> None:
     producer.join(timeout=5 * PUT_POLL_S)
     # Assert
     assert results == [False]
-    assert inbox.get_nowait() == "kept"
-    assert inbox.empty()
+    assert [e.mid for e in inbox.drain() if isinstance(e, Message)] == [1]
 
 
-def test_an_inbox_holds_at_least_one_item() -> None:
+def test_an_inbox_holds_at_least_one_event() -> None:
     with pytest.raises(ValueError, match="capacity 0"):
         Inbox(0)
 
@@ -69,12 +73,12 @@ def test_a_flood_through_a_real_broker_stays_within_the_inbox(
     # the Receive Maximum only until the first acknowledgements; the inbox holds whatever the
     # broker does, and nothing is lost.
     url = parse_broker_url(broker.url)
-    inbox: Inbox[paho.MQTTMessage] = Inbox(service.INBOUND_WINDOW)
+    inbox = Inbox(service.INBOUND_WINDOW)
     sub = make_client(url, f"inbox-{fleet}", persistent=True)
     sub.manual_ack_set(True)
 
-    def on_message(client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        inbox.put(msg)
+    def on_message(client: paho.Client, userdata: object, m: paho.MQTTMessage) -> None:
+        inbox.put(Message(m.topic, bytes(m.payload), m.mid, m.qos))
 
     sub.on_message = on_message
     connect(sub, url, session_expiry=60, receive_maximum=service.INBOUND_WINDOW)
@@ -94,14 +98,10 @@ def test_a_flood_through_a_real_broker_stays_within_the_inbox(
         seen: list[int] = []
         deadline = time.monotonic() + 60
         while len(seen) < n and time.monotonic() < deadline:
-            batch: list[paho.MQTTMessage] = []
-            try:
-                while len(batch) < service.INBOUND_WINDOW:
-                    batch.append(inbox.get(timeout=1.0))
-            except queue.Empty:  # acknowledge what came
-                pass
+            batch = [e for e in (inbox.get(1.0) for _ in range(service.INBOUND_WINDOW)) if e]
             time.sleep(0.05)  # slower than the publisher
             for m in batch:
+                assert isinstance(m, Message)
                 seen.append(int.from_bytes(m.payload[:4], "big"))
                 sub.ack(m.mid, m.qos)
         assert sorted(seen) == list(range(n))

@@ -9,7 +9,10 @@ message with :mod:`tinyfed.mqtt.contract` and keeps
 * every global model, scored on the held-out voices as it arrives;
 * every round event and the aggregator's status.
 
-Scoring runs the Python reference of the fleet's feature pipeline and network
+Messages are handled (decoded, scored, stored) in the session's handler thread
+(:class:`~tinyfed.mqtt.adapter.MqttSession`), never on paho's network thread: scoring a model
+(the MFCCs of every held-out clip on first use) must not hold up keep-alives. Scoring runs the
+Python reference of the fleet's feature pipeline and network
 (:class:`~tinyfed.fleet.corpus.HeldOut`), which the firmware matches to 1e-5. Payloads that do
 not follow the contract are counted, logged and otherwise ignored. :meth:`Recorder.snapshot`
 returns an immutable copy for the dashboard and the report.
@@ -23,14 +26,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import paho.mqtt.client as paho
 
 from tinyfed import model
 from tinyfed.errors import UsageError
 from tinyfed.fleet.corpus import HeldOut
 from tinyfed.mqtt import contract
+from tinyfed.mqtt.adapter import Connected, Disconnected, Event, Message, MqttSession, Subscribed
 from tinyfed.mqtt.contract import (
     AggregatorStatus,
     ContractError,
@@ -39,7 +40,7 @@ from tinyfed.mqtt.contract import (
     Topics,
     WorkerStatus,
 )
-from tinyfed.mqtt.session import BrokerUrl, connect, make_client
+from tinyfed.mqtt.session import BrokerUrl
 
 log = logging.getLogger(__name__)
 
@@ -155,31 +156,24 @@ class Recorder:
         self._rejected = 0
         self._connected = False
         self._started = time.time()
-        self._client: paho.Client | None = None
+        self._mqtt: MqttSession | None = None
         self.listeners: list[Callable[[str], None]] = []  #: called with the kind of message
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, timeout: float = SUBSCRIBE_TIMEOUT_S) -> None:
         """Connect and wait until the subscriptions are acknowledged."""
-        client = make_client(self.broker, self.client_id)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        self._client = client
-        connect(client, self.broker)
-        client.loop_start()
+        self._mqtt = MqttSession(self.broker, self.client_id, logger=log)
+        self._mqtt.start(handler=self._on_event)
         if not self._subscribed.wait(timeout):
             self.stop()
             raise ConnectionError(f"could not subscribe at {self.broker} within {timeout:.0f} s")
 
     def stop(self) -> None:
-        """Disconnect (idempotent)."""
-        client, self._client = self._client, None
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
+        """Disconnect (idempotent); what already arrived is recorded first."""
+        mqtt, self._mqtt = self._mqtt, None
+        if mqtt is not None:
+            mqtt.close()
 
     def set_names(self, names: dict[str, str]) -> None:
         """Display names of workers (``{"board-74...01": "board 1"}``); also their order."""
@@ -234,41 +228,42 @@ class Recorder:
                     raise TimeoutError(f"condition not met within {timeout:.0f} s")
                 self._changed.wait(remaining)
 
-    # ------------------------------------------------------------------ paho callbacks
+    # ------------------------------------------------------------------ the session's events
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, p: Any) -> None:
-        if rc.is_failure:
-            log.error("broker %s refused the recorder: %s", self.broker, rc)
-            return
-        with self._lock:
-            self._connected = True
+    def _on_event(self, event: Event) -> None:
+        """One event, in the session's handler thread (not paho's: scoring takes time)."""
+        if isinstance(event, Message):
+            self._on_message(event.topic, event.payload)
+        elif isinstance(event, Connected):
+            if not event.failed:
+                self._store(lambda: setattr(self, "_connected", True))
+                self._subscribe()
+        elif isinstance(event, Disconnected):
+            self._store(lambda: setattr(self, "_connected", False))
+        elif isinstance(event, Subscribed):
+            self._subscribed.set()
+
+    def _subscribe(self) -> None:
         t = self.topics
-        client.subscribe(
-            [
-                (t.global_model, 1),
-                (t.rounds, 1),
-                (t.aggregator_status, 1),
-                (t.all_losses, 1),
-                (t.all_updates, 1),
-                (t.all_worker_status, 1),
-            ]
-        )
+        mqtt = self._mqtt
+        if mqtt is not None:
+            mqtt.subscribe(
+                [
+                    t.global_model,
+                    t.rounds,
+                    t.aggregator_status,
+                    t.all_losses,
+                    t.all_updates,
+                    t.all_worker_status,
+                ]
+            )
 
-    def _on_disconnect(
-        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, p: Any
-    ) -> None:
-        with self._lock:
-            self._connected = False
-
-    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, rcs: Any, p: Any) -> None:
-        self._subscribed.set()
-
-    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, topic: str, payload: bytes) -> None:
         try:
-            kind = self.handle(msg.topic, bytes(msg.payload))
+            kind = self.handle(topic, payload)
         except ContractError as exc:
             self._store(self._count_rejected)
-            log.warning("ignored a message on %s: %s", msg.topic, exc)
+            log.warning("ignored a message on %s: %s", topic, exc)
             return
         for listener in list(self.listeners):
             listener(kind)

@@ -5,7 +5,9 @@
 * :mod:`tinyfed.mqtt.fields` — the contract's limits and field checks (re-exported by
   :mod:`tinyfed.mqtt.contract`);
 * :mod:`tinyfed.mqtt.session` — broker URLs, credentials, TLS, client creation and connection,
-  the asyncio driver, log throttling.
-* :mod:`tinyfed.mqtt.inbox` — the bounded hand-off from paho's network thread to the
-  application (holds whatever the broker does with the Receive Maximum).
+  log throttling;
+* :mod:`tinyfed.mqtt.adapter` — :class:`~tinyfed.mqtt.adapter.MqttSession`, the one MQTT session
+  adapter of the aggregator, the gateway and the monitor (connection, retained status and Last
+  Will, reconnect logging, orderly exit, one hand-off of events from paho's thread), and the
+  asyncio driver for thousands of sessions in one process.
 """

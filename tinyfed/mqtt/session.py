@@ -33,8 +33,6 @@ certificate not trusted, certificate for another name, connection refused, unrea
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -44,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as paho
@@ -424,79 +422,6 @@ def connect(
         clean_start=session_expiry == 0,
         properties=props,
     )
-
-
-class AsyncioDriver:
-    """Runs a paho client inside the running asyncio loop, without a network thread.
-
-    Thousands of clients in one process (the fleet benchmark's simulated gateways) cannot each
-    have a thread. The loop watches the client's socket instead: readable calls
-    ``loop_read``, writable ``loop_write``, and a task calls ``loop_misc`` every second
-    (keepalive, retries) and reconnects with backoff (1 s doubling to 8 s) when the
-    connection is lost, as paho's own thread does. Callbacks run in the loop's thread.
-
-    Args:
-        client: a client made by :func:`make_client`, with :func:`connect` already called.
-    """
-
-    def __init__(self, client: paho.Client) -> None:
-        self.client = client
-        self._loop = asyncio.get_running_loop()
-        self._sock: Any = None
-        self._task: asyncio.Task[None] | None = None
-        client.on_socket_open = self._on_socket_open
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
-
-    def start(self) -> None:
-        """Connect now and keep the connection up until :meth:`stop`."""
-        self._task = self._loop.create_task(self._run(), name="mqtt")
-
-    async def stop(self) -> None:
-        """Disconnect cleanly (what is queued is written first) and stop."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._sock is not None:
-            self.client.disconnect()
-            with contextlib.suppress(OSError):
-                self.client.loop_write()
-        self._unwatch()
-
-    async def _run(self) -> None:
-        delay = 1.0
-        while True:
-            if self._sock is None:
-                try:
-                    self.client.reconnect()
-                except OSError:
-                    await asyncio.sleep(delay)
-                    delay = min(8.0, delay * 2)
-                    continue
-                delay = 1.0
-            self.client.loop_misc()
-            await asyncio.sleep(1.0)
-
-    def _unwatch(self) -> None:
-        if self._sock is not None:
-            self._loop.remove_reader(self._sock)
-            self._loop.remove_writer(self._sock)
-            self._sock = None
-
-    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._sock = sock
-        self._loop.add_reader(sock, client.loop_read)
-
-    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._unwatch()
-
-    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._loop.add_writer(sock, client.loop_write)
-
-    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        self._loop.remove_writer(sock)
 
 
 class Throttle:

@@ -1,0 +1,151 @@
+"""The MQTT session adapter: one hand-off of events, application code off paho's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tinyfed.mqtt.adapter import (
+    Connected,
+    Disconnected,
+    Event,
+    Inbox,
+    Message,
+    MqttSession,
+    Published,
+    Subscribed,
+)
+from tinyfed.mqtt.session import parse_broker_url
+from tinyfed.testbed.broker import Mosquitto
+
+log = logging.getLogger(__name__)
+TIMEOUT = 10.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_the_inbox_takes_a_batch_in_order_within_its_linger() -> None:
+    inbox = Inbox()
+    assert inbox.take(0.01) == []
+    for mid in range(5):
+        inbox.put(Subscribed(mid))
+    assert inbox.take(0.01, linger=0.0, limit=3) == [Subscribed(0), Subscribed(1), Subscribed(2)]
+    late = threading.Timer(0.05, lambda: inbox.put(Subscribed(9)))
+    late.start()
+    assert inbox.take(0.01, linger=0.5) == [Subscribed(3), Subscribed(4), Subscribed(9)]
+    late.join()
+    assert len(inbox) == 0
+
+
+def test_a_slow_handler_does_not_block_keep_alives_nor_receiving(
+    broker: Mosquitto, fleet: str
+) -> None:
+    # Prepare: a session with a 1 s keep-alive (the broker drops it after 1.5 s of silence)
+    # whose handler holds its first message for 3 s, as a recorder scoring a model does
+    url = parse_broker_url(broker.url)
+    topic = f"tinyfed/{fleet}/slow"
+    release = threading.Event()
+    handled: list[Event] = []
+
+    def handler(event: Event) -> None:
+        handled.append(event)
+        if isinstance(event, Message) and event.payload == b"first":
+            release.wait(TIMEOUT)
+
+    subscriber = MqttSession(url, f"slow-{fleet}", logger=log, keepalive=1)
+    subscriber.start(handler=handler)
+    publisher = MqttSession(url, f"pub-{fleet}", logger=log)
+    publisher.start()
+    try:
+        wait_until(lambda: any(isinstance(e, Connected) for e in handled), "the connection")
+        subscriber.subscribe([topic])
+        wait_until(lambda: any(isinstance(e, Subscribed) for e in handled), "the SUBACK")
+        wait_until(publisher.is_connected, "the publisher")
+        # Execute: the first message blocks the handler; a second one arrives meanwhile
+        publisher.publish(topic, b"first").wait_for_publish(TIMEOUT)
+        wait_until(lambda: any(isinstance(e, Message) for e in handled), "the first message")
+        publisher.publish(topic, b"second").wait_for_publish(TIMEOUT)
+        # Assert: paho's thread received it while the handler was busy...
+        wait_until(lambda: len(subscriber.inbox) == 1, "the second message in the inbox")
+        time.sleep(3.0)  # ...and kept the connection alive: two keep-alive periods and more
+        assert subscriber.is_connected()
+        release.set()
+        wait_until(lambda: len([e for e in handled if isinstance(e, Message)]) == 2, "both")
+        assert not any(isinstance(e, Disconnected) for e in handled)
+    finally:
+        release.set()
+        publisher.close()
+        subscriber.close()
+
+
+def test_an_asyncio_session_hands_events_to_the_loop_and_says_offline_on_exit(
+    broker: Mosquitto, fleet: str
+) -> None:
+    url = parse_broker_url(broker.url)
+    status = f"tinyfed/{fleet}/status"
+    seen: list[bytes] = []
+    watcher = MqttSession(url, f"watch-{fleet}", logger=log)
+    watcher.start(handler=lambda e: seen.append(e.payload) if isinstance(e, Message) else None)
+    wait_until(watcher.is_connected, "the watcher")
+    wait_until(lambda: watcher.subscribe([status]) is not None, "the subscription")
+
+    async def run(threaded: bool) -> list[Event]:
+        loop_thread = threading.get_ident()
+        events: list[Event] = []
+
+        def handler(event: Event) -> None:
+            assert threading.get_ident() == loop_thread
+            events.append(event)
+
+        session = MqttSession(
+            url,
+            f"loop-{threaded}-{fleet}",
+            logger=log,
+            status_topic=status,
+            will=b"offline",
+            pubacks=True,
+        )
+        session.start_in_loop(handler, threaded=threaded)
+        deadline = time.monotonic() + TIMEOUT
+        while not any(isinstance(e, Connected) for e in events):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        info = session.publish_status(b"online")
+        while not any(isinstance(e, Published) and e.mid == info.mid for e in events):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await session.aclose(b"offline")
+        return events
+
+    try:
+        for threaded in (True, False):
+            seen.clear()
+            asyncio.run(run(threaded))
+            wait_until(lambda: seen[-1:] == [b"offline"], "the offline status")
+            assert seen == [b"online", b"offline"]
+    finally:
+        watcher.close()
+
+
+def test_a_refused_login_is_logged_once_per_cause(
+    broker: Mosquitto, fleet: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = MqttSession(parse_broker_url(broker.url), f"s-{fleet}", logger=log)
+    for _ in range(3):
+        session.inbox.put(Connected("Not authorized", failed=True))
+    with caplog.at_level(logging.ERROR, logger=__name__):
+        assert len(session.take(0.01)) == 3
+    assert [r.getMessage() for r in caplog.records].count(
+        f"broker {session.broker} refused the connection: Not authorized"
+    ) == 1

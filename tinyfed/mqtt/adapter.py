@@ -1,0 +1,527 @@
+"""One MQTT session per application: the adapter of the aggregator, the gateway and the monitor.
+
+:class:`MqttSession` owns a paho client (:func:`tinyfed.mqtt.session.make_client`: MQTT v5 or
+the URL's ``?protocol=3.1.1``, TLS, credentials) and everything the three had each written for
+themselves:
+
+* **connecting** with paho's reconnect backoff (1-8 s), optionally with a persistent session
+  (session expiry), an MQTT v5 Receive Maximum and manual acknowledgements;
+* a **retained status** on ``status_topic`` whose Last Will is the ``will`` payload (the
+  application's ``offline``), and the **orderly exit**: publish ``offline``, wait up to
+  :data:`OFFLINE_WAIT_S` for its PUBACK, then disconnect (:meth:`MqttSession.close`, or
+  :meth:`MqttSession.aclose` in an asyncio loop);
+* **reconnect logging**: "connected to", "lost the broker ..., reconnecting", and a refused login
+  once per cause and minute (:class:`~tinyfed.mqtt.session.Throttle`) instead of every 1-8 s;
+* **one hand-off** from paho's network thread to the application. The network thread (or, for
+  thousands of clients in one process, the asyncio loop driving the client:
+  :class:`AsyncioDriver`) only turns each callback into an :data:`Event` and appends it to the
+  session's :class:`Inbox`; it never runs application code, so nothing the application does
+  (a database commit, scoring a model) can delay keep-alives or acknowledgements. The
+  application takes the events in its own thread in one of three ways, all reading that inbox:
+  :meth:`MqttSession.take` (a blocking batch, for a service loop with group commit),
+  ``start(handler=...)`` (a worker thread calls the handler per event), or
+  :meth:`MqttSession.start_in_loop` (the handler runs in the asyncio loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from tinyfed.mqtt.session import BrokerUrl, Throttle, connect, make_client
+
+OFFLINE_WAIT_S = 2.0  #: how long an exit waits for the broker to acknowledge ``offline``
+WORKER_POLL_S = 0.1  #: how often a handler thread looks whether the session was closed
+
+
+# ------------------------------------------------------------------ events
+
+
+#: How often a producer waiting for room in a full :class:`Inbox` checks that it is open (s).
+PUT_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Connected:
+    """A CONNACK: ``failed`` if the broker refused the connection (``reason`` says why)."""
+
+    reason: str
+    failed: bool
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The connection is gone (paho reconnects by itself unless the session is closing)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    """A SUBACK for the subscription :meth:`MqttSession.subscribe` returned ``mid`` for."""
+
+    mid: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """A PUBLISH received (with manual acknowledgements: to :meth:`MqttSession.ack`)."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True)
+class Published:
+    """The broker acknowledged our publish ``mid`` (``failed``: with a v5 error reason code)."""
+
+    mid: int
+    reason: Any  #: paho's ReasonCode
+    failed: bool
+
+
+Event = Connected | Disconnected | Subscribed | Message | Published
+
+
+class Inbox:
+    """Events from the network thread to the application, in arrival order (thread-safe).
+
+    ``wake``, if set, is called after each :meth:`put` (outside the lock): how an asyncio loop
+    learns that there is something to take.
+
+    ``capacity`` bounds it: :meth:`put` then waits for room, so paho's network thread stops
+    reading the socket and TCP holds the rest at the broker, which is what the broker's queue
+    is for. The aggregator needs this although it announces an MQTT v5 Receive Maximum:
+    Mosquitto 2.0.11 (Debian 12's) honours that only until the first acknowledgements (each
+    PUBACK of the oldest message lets a whole window more in; 1,311 unacknowledged updates of
+    42 KB were seen queued at W = 3,000 in ``tinyfed bench fleet``). Only a producer on another
+    thread may wait: an inbox filled from the consumer's own thread (the asyncio driver) has no
+    capacity. :meth:`close` releases a waiting producer (its event is dropped; an unacknowledged
+    message comes again in the next session).
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"an inbox holds at least 1 event, got capacity {capacity}")
+        self._items: deque[Event] = deque()
+        self._ready = threading.Condition()
+        self.wake: Callable[[], None] | None = None
+        self.capacity = capacity
+        self._closed = False
+        self.peak = 0  #: the most events it held at once
+        self.waits = 0  #: how many puts found it full (and waited for room)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, event: Event) -> bool:
+        """Append ``event``, waiting while the inbox is full; False if it was closed meanwhile
+        (the event is dropped)."""
+        with self._ready:
+            if self.capacity is not None and len(self._items) >= self.capacity:
+                self.waits += 1
+                while len(self._items) >= self.capacity and not self._closed:
+                    self._ready.wait(PUT_POLL_S)
+            if self._closed and self.capacity is not None and len(self._items) >= self.capacity:
+                return False
+            self._items.append(event)
+            self.peak = max(self.peak, len(self._items))
+            self._ready.notify_all()
+        wake = self.wake
+        if wake is not None:
+            wake()
+        return True
+
+    def get(self, timeout: float) -> Event | None:
+        """The next event, waiting up to ``timeout`` seconds; None if none came."""
+        with self._ready:
+            if not self._items and not self._ready.wait_for(lambda: bool(self._items), timeout):
+                return None
+            event = self._items.popleft()
+            self._ready.notify_all()  # a producer may be waiting for room
+            return event
+
+    def drain(self) -> list[Event]:
+        """Every event waiting now, without blocking."""
+        with self._ready:
+            items = list(self._items)
+            self._items.clear()
+            self._ready.notify_all()
+            return items
+
+    def close(self) -> None:
+        """Release any producer waiting for room (its event is dropped); idempotent."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def take(self, timeout: float, *, linger: float = 0.0, limit: int = 1 << 30) -> list[Event]:
+        """Group commit: wait up to ``timeout`` for one event, then gather what else arrives
+        within ``linger`` seconds of it (what is already waiting included), at most ``limit``."""
+        first = self.get(timeout)
+        if first is None:
+            return []
+        events = [first]
+        deadline = time.monotonic() + linger
+        while len(events) < limit:
+            event = self.get(max(0.0, deadline - time.monotonic()))
+            if event is None:
+                break
+            events.append(event)
+        return events
+
+
+# ------------------------------------------------------------------ the session
+
+
+class MqttSession:
+    """One application's MQTT session (see the module's docstring).
+
+    Args:
+        broker: the broker.
+        client_id: the MQTT client id (a persistent session is found again by it).
+        logger: where connection events are logged (the application's own logger).
+        status_topic: the application's retained status topic, if it has one.
+        will: the Last Will on ``status_topic`` (retained, QoS 1): the ``offline`` status.
+        persistent: keep the session at the broker (``clean_session`` off under 3.1.1; under
+            v5 ``session_expiry`` decides).
+        session_expiry: MQTT v5 session expiry interval in seconds (0: a clean start).
+        receive_maximum: MQTT v5 Receive Maximum announced to the broker (None: the default).
+        manual_ack: messages are acknowledged only by :meth:`ack` (else paho acknowledges each
+            as it arrives).
+        keepalive: MQTT keep-alive in seconds.
+        on_lost: adds a note to the "lost the broker" line (e.g. messages buffered).
+        pubacks: put a :class:`Published` event in the inbox for each PUBACK (the gateway's
+            delivery needs them; a service that only publishes receipts does not).
+        inbox_capacity: bound the inbox (see :class:`Inbox`); ignored when the asyncio driver
+            fills it from the consumer's own thread (``start_in_loop(threaded=False)``).
+    """
+
+    def __init__(
+        self,
+        broker: BrokerUrl,
+        client_id: str,
+        *,
+        logger: logging.Logger,
+        status_topic: str | None = None,
+        will: bytes | None = None,
+        persistent: bool = False,
+        session_expiry: int = 0,
+        receive_maximum: int | None = None,
+        manual_ack: bool = False,
+        keepalive: int = 15,
+        on_lost: Callable[[], str] | None = None,
+        pubacks: bool = False,
+        inbox_capacity: int | None = None,
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self.status_topic = status_topic
+        self.inbox = Inbox(inbox_capacity)
+        self._log = logger
+        self._keepalive = keepalive
+        self._session_expiry = session_expiry
+        self._receive_maximum = receive_maximum
+        self._on_lost = on_lost
+        self._refusals = Throttle()
+        self._up = False  #: connected, as far as the application has taken events
+        self._closing = False
+        self._driver: AsyncioDriver | None = None
+        self._worker: threading.Thread | None = None
+        self._handler: Callable[[Event], None] | None = None
+        client = make_client(
+            broker,
+            client_id,
+            will_topic=status_topic if will is not None else None,
+            will_payload=will or b"",
+            persistent=persistent,
+        )
+        client.manual_ack_set(manual_ack)
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_subscribe = self._cb_subscribe
+        client.on_message = self._cb_message
+        if pubacks:
+            client.on_publish = self._cb_publish
+        self.client = client
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self, *, handler: Callable[[Event], None] | None = None) -> None:
+        """Connect, with paho's network thread; reconnects by itself until closed.
+
+        Without ``handler`` the application takes the events with :meth:`take`; with one, a
+        worker thread calls ``handler(event)`` for each, in order.
+        """
+        if handler is not None:
+            self._handler = handler
+            self._worker = threading.Thread(
+                target=self._work, name=f"mqtt-{self.client_id}", daemon=True
+            )
+            self._worker.start()
+        self._connect()
+        self.client.loop_start()
+
+    def start_in_loop(self, handler: Callable[[Event], None], *, threaded: bool = True) -> None:
+        """Connect from the running asyncio loop; ``handler(event)`` runs in that loop.
+
+        ``threaded``: paho's network thread reads the socket and the loop is woken for each
+        event; False drives the client from the loop itself (:class:`AsyncioDriver`, no
+        thread: thousands of sessions in one process).
+        """
+        loop = asyncio.get_running_loop()
+        self._handler = handler
+        if threaded:
+
+            def wake() -> None:
+                if not loop.is_closed():
+                    with contextlib.suppress(RuntimeError):
+                        loop.call_soon_threadsafe(self._pump)
+
+            self.inbox.wake = wake
+            self._connect()
+            self.client.loop_start()
+        else:
+            self.inbox.wake = self._pump  # callbacks already run in the loop's thread
+            self.inbox.capacity = None  # ... which must never wait for itself
+            self._connect()
+            self._driver = AsyncioDriver(self.client)
+            self._driver.start()
+
+    def _connect(self) -> None:
+        connect(
+            self.client,
+            self.broker,
+            keepalive=self._keepalive,
+            session_expiry=self._session_expiry,
+            receive_maximum=self._receive_maximum,
+        )
+
+    def close(self, offline: bytes | None = None) -> None:
+        """Publish ``offline`` on the status topic (if connected), wait up to
+        :data:`OFFLINE_WAIT_S` for its PUBACK, disconnect and stop (from a thread)."""
+        self._closing = True
+        self.inbox.close()  # a network thread waiting for room goes on (and can send)
+        if offline is not None and self.client.is_connected():
+            info = self.publish_status(offline)
+            try:
+                info.wait_for_publish(timeout=OFFLINE_WAIT_S)
+            except (RuntimeError, ValueError) as exc:
+                self._log.warning("could not publish the offline status: %s", exc)
+        self.client.disconnect()
+        self.client.loop_stop()
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not threading.current_thread():
+            worker.join()
+
+    async def aclose(self, offline: bytes | None = None) -> None:
+        """:meth:`close` from the asyncio loop (waiting for the PUBACK without blocking it)."""
+        self._closing = True
+        self.inbox.close()
+        if offline is not None and self.client.is_connected():
+            info = self.publish_status(offline)
+            deadline = time.monotonic() + OFFLINE_WAIT_S
+            while not info.is_published() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        self.inbox.wake = None
+        if self._driver is not None:
+            await self._driver.stop()
+        else:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # -- what the application does --------------------------------------------------------
+
+    def take(self, timeout: float, *, linger: float = 0.0, limit: int = 1 << 30) -> list[Event]:
+        """The events that arrived (:meth:`Inbox.take`), connection events logged."""
+        events = self.inbox.take(timeout, linger=linger, limit=limit)
+        for event in events:
+            self._note(event)
+        return events
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> paho.MQTTMessageInfo:
+        """Publish at QoS 1."""
+        return self.client.publish(topic, payload, qos=1, retain=retain)
+
+    def publish_status(self, payload: bytes) -> paho.MQTTMessageInfo:
+        """Publish the application's retained status (QoS 1) on ``status_topic``."""
+        assert self.status_topic is not None, "this session has no status topic"
+        return self.publish(self.status_topic, payload, retain=True)
+
+    def subscribe(self, topics: Sequence[str], *, no_local: Collection[str] = ()) -> int | None:
+        """Subscribe to ``topics`` at QoS 1; the mid its :class:`Subscribed` will carry.
+
+        ``no_local`` topics do not deliver our own publishes back (MQTT v5 only: under 3.1.1
+        they come back, and the application must recognise them).
+        """
+        if self.broker.v5 and no_local:
+            options: list[tuple[str, Any]] = [
+                (t, SubscribeOptions(qos=1, noLocal=t in no_local)) for t in topics
+            ]
+            _, mid = self.client.subscribe(options)
+        else:
+            _, mid = self.client.subscribe([(t, 1) for t in topics])
+        return mid
+
+    def ack(self, message: Message) -> None:
+        """Acknowledge ``message`` (sessions with manual acknowledgements)."""
+        self.client.ack(message.mid, message.qos)
+
+    def is_connected(self) -> bool:
+        return self.client.is_connected()
+
+    # -- handing events to the application ------------------------------------------------
+
+    def _pump(self) -> None:
+        handler = self._handler
+        for event in self.inbox.drain():
+            self._note(event)
+            if handler is not None:
+                handler(event)
+
+    def _work(self) -> None:
+        handler = self._handler
+        assert handler is not None
+        while not self._closing or len(self.inbox):
+            event = self.inbox.get(WORKER_POLL_S)
+            if event is None:
+                continue
+            self._note(event)
+            try:
+                handler(event)
+            except Exception:  # one event must not end the session's hand-off
+                self._log.exception("handling %s failed", type(event).__name__)
+
+    def _note(self, event: Event) -> None:
+        """Log a connection event, in the application's thread."""
+        if isinstance(event, Connected):
+            if event.failed:
+                if self._refusals(event.reason):  # once per cause and minute
+                    self._log.error(
+                        "broker %s refused the connection: %s", self.broker, event.reason
+                    )
+                return
+            self._up = True
+            self._log.info("connected to %s", self.broker)
+        elif isinstance(event, Disconnected):
+            if self._up and not self._closing:
+                note = self._on_lost() if self._on_lost is not None else ""
+                self._log.warning(
+                    "lost the broker %s (%s)%s; reconnecting", self.broker, event.reason, note
+                )
+            self._up = False
+
+    # -- paho's network thread: events into the inbox, nothing else -----------------------
+
+    def _cb_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
+        self.inbox.put(Connected(str(rc), bool(rc.is_failure)))
+
+    def _cb_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
+    ) -> None:
+        self.inbox.put(Disconnected(str(rc)))
+
+    def _cb_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any
+    ) -> None:
+        self.inbox.put(Subscribed(mid))
+
+    def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self.inbox.put(Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    def _cb_publish(
+        self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any
+    ) -> None:
+        self.inbox.put(Published(mid, rc, bool(rc.is_failure)))
+
+
+class AsyncioDriver:
+    """Runs a paho client inside the running asyncio loop, without a network thread.
+
+    Thousands of clients in one process (the fleet benchmark's simulated gateways) cannot each
+    have a thread. The loop watches the client's socket instead: readable calls
+    ``loop_read``, writable ``loop_write``, and a task calls ``loop_misc`` every second
+    (keepalive, retries) and reconnects with backoff (1 s doubling to 8 s) when the
+    connection is lost, as paho's own thread does. Callbacks run in the loop's thread.
+
+    Args:
+        client: a client made by :func:`~tinyfed.mqtt.session.make_client`, with
+            :func:`~tinyfed.mqtt.session.connect` already called.
+    """
+
+    def __init__(self, client: paho.Client) -> None:
+        self.client = client
+        self._loop = asyncio.get_running_loop()
+        self._sock: Any = None
+        self._task: asyncio.Task[None] | None = None
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+
+    def start(self) -> None:
+        """Connect now and keep the connection up until :meth:`stop`."""
+        self._task = self._loop.create_task(self._run(), name="mqtt")
+
+    async def stop(self) -> None:
+        """Disconnect cleanly (what is queued is written first) and stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._sock is not None:
+            self.client.disconnect()
+            with contextlib.suppress(OSError):
+                self.client.loop_write()
+        self._unwatch()
+
+    async def _run(self) -> None:
+        delay = 1.0
+        while True:
+            if self._sock is None:
+                try:
+                    self.client.reconnect()
+                except OSError:
+                    await asyncio.sleep(delay)
+                    delay = min(8.0, delay * 2)
+                    continue
+                delay = 1.0
+            self.client.loop_misc()
+            await asyncio.sleep(1.0)
+
+    def _unwatch(self) -> None:
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock)
+            self._loop.remove_writer(self._sock)
+            self._sock = None
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._sock = sock
+        self._loop.add_reader(sock, client.loop_read)
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._unwatch()
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._loop.add_writer(sock, client.loop_write)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._loop.remove_writer(sock)
