@@ -18,6 +18,7 @@ from tinyfed.aggregator import cli as aggregator_cli
 from tinyfed.bench import aggregate as aggregate_bench
 from tinyfed.bench import fleet as fleet_bench
 from tinyfed.bench import link as link_bench
+from tinyfed.board import cli as board_cli
 from tinyfed.data import cli as data_cli
 from tinyfed.deploy import cli as deploy_cli
 from tinyfed.errors import UsageError
@@ -50,6 +51,7 @@ COMMAND_MODULES: tuple[CommandModule, ...] = (
     fleet_cli,
     aggregator_cli,
     gateway_cli,
+    board_cli,
     deploy_cli,
 )
 
