@@ -41,6 +41,7 @@ examples:
   tinyfed data synth --words montserrat,pedraforca --silence --out corpus/
   tinyfed data info corpus/
   tinyfed data import ~/speech_commands_v0.02 --words yes,no --silence 300 --out sc/
+  tinyfed data import edge-impulse-export/ --out paper/
 """
 
 _SNRS = "/".join(f"{s:g}" for s in synth.SNR_DB)
@@ -95,7 +96,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     data = sub.add_parser(
         "data",
         help="make, inspect and import keyword corpora (Speech Commands layout)",
-        description="Keyword corpora: synthesize one with espeak-ng, check one, import one.",
+        description="Keyword corpora: synthesize one with espeak-ng, check one, import one (Speech "
+        "Commands folders, Edge Impulse JSON / CBOR files).",
         epilog=DATA_EPILOG,
         formatter_class=_Formatter,
     )
@@ -153,8 +155,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = data_sub.add_parser(
         "import",
-        help="copy a Speech Commands folder as 16 kHz mono 1 s clips",
-        description="Copy a Speech Commands-layout folder as 1 s, 16 kHz, mono int16 clips.",
+        help="copy a Speech Commands folder or Edge Impulse files as 16 kHz mono 1 s clips",
+        description=(
+            "Copy a Speech Commands-layout folder, or Edge Impulse data-acquisition files "
+            "(JSON / CBOR), as 1 s, 16 kHz, mono int16 clips."
+        ),
         epilog=IMPORT_EPILOG,
         formatter_class=_Formatter,
     )
