@@ -325,3 +325,18 @@ def test_load_sample_reads_a_wav_or_a_corpus_folder(tmp_path: Path) -> None:
         selftest.load_sample(tmp_path / "empty")
     with pytest.raises(UsageError, match="no such file"):
         selftest.load_sample(tmp_path / "missing.wav")
+
+
+def test_a_port_that_cannot_be_opened_is_a_fail(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*TINYFED, "board", "selftest", "--device", f"serial://{tmp_path / 'ttyNONE'}"],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "link        FAIL  open: could not open serial://" in proc.stdout
+    assert "result: FAIL (0 passed, 1 failed, 0 skipped)" in proc.stdout
