@@ -12,6 +12,7 @@ from tinyfed.cli import build_parser, main
 COMMANDS = [
     ["data", "synth"],
     ["data", "info"],
+    ["data", "import"],
     ["features"],
     ["model", "init"],
     ["train"],
@@ -24,6 +25,8 @@ COMMANDS = [
     ["aggregator"],
     ["gateway"],
     ["broker", "credentials"],
+    ["board", "selftest"],
+    ["board", "flash"],
     ["bench", "link"],
     ["bench", "aggregate"],
     ["bench", "fleet"],
@@ -36,7 +39,7 @@ def test_top_level_help_teaches_the_workflow(capsys: pytest.CaptureFixture[str])
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "workflow:" in text
-    for name in ("data", "features", "experiment", "aggregator", "gateway", "bench"):
+    for name in ("data", "features", "experiment", "aggregator", "gateway", "board", "bench"):
         assert f"    {name}" in text
 
 

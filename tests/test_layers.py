@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "tinyfed.experiments": COMPOSITION,
     "tinyfed.bench": COMPOSITION,
     "tinyfed.deploy": COMPOSITION,
+    "tinyfed.board": COMPOSITION,
 }
 
 #: Packages of the services layer that never import each other.

@@ -18,6 +18,7 @@ from tinyfed.aggregator import cli as aggregator_cli
 from tinyfed.bench import aggregate as aggregate_bench
 from tinyfed.bench import fleet as fleet_bench
 from tinyfed.bench import link as link_bench
+from tinyfed.board import cli as board_cli
 from tinyfed.data import cli as data_cli
 from tinyfed.deploy import cli as deploy_cli
 from tinyfed.errors import TinyfedError, UsageError
@@ -50,6 +51,7 @@ COMMAND_MODULES: tuple[CommandModule, ...] = (
     fleet_cli,
     aggregator_cli,
     gateway_cli,
+    board_cli,
     deploy_cli,
 )
 
@@ -58,8 +60,9 @@ BENCH_MODULES: tuple[BenchModule, ...] = (link_bench, aggregate_bench, fleet_ben
 
 WORKFLOW = """\
 workflow:
-  1. make a keyword corpus (espeak-ng voices, split by voice)
+  1. make a keyword corpus (espeak-ng voices, split by voice), or import recordings
        tinyfed data synth --words montserrat,pedraforca --silence --out corpus
+       tinyfed data import edge-impulse-export/ --out corpus   # Edge Impulse JSON / CBOR
   2. compute the paper's features (or --pipeline centroid)
        tinyfed features corpus/montserrat/*.wav --out X.npy
   3. train and evaluate the paper's network offline
@@ -70,7 +73,11 @@ workflow:
        tinyfed experiment fig5
   5. see a whole fleet learn on this machine (virtual boards, gateways, broker, aggregator)
        tinyfed demo
-  6. run a real fleet: one aggregator, one gateway per board; watch it
+  6. flash each real board and check it on your desk (link, microphone, buttons, LEDs,
+     one training step; pass/fail report)
+       tinyfed board flash
+       tinyfed board selftest --device serial://auto
+  7. run a real fleet: one aggregator, one gateway per board; watch it
        tinyfed aggregator --broker mqtt://localhost:1883 --fleet home
        tinyfed gateway --device serial://auto --broker mqtt://localhost:1883 --fleet home
        tinyfed monitor --broker mqtt://localhost:1883 --fleet home

@@ -3,6 +3,7 @@
 // in device_commands.cpp, buttons and LEDs in device_ui.cpp.
 #include "device.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "align.h"
@@ -205,6 +206,22 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
   set_leds(kLedBusy);
   Status s = Status::kOk;
   const char* stage = "";
+  if (from_audio && source == Source::kButton) {
+    // The recording's level, for `tinyfed board selftest` and the hardware checklist (a
+    // microphone at the library's default gain is ~30 dB quieter than the paper's).
+    uint32_t peak = 0;
+    float sum_sq = 0.0f;
+    for (size_t i = 0; i < kRecordSamples; ++i) {
+      const int32_t v = audio_[i];
+      const uint32_t a = static_cast<uint32_t>(v < 0 ? -v : v);
+      if (a > peak) peak = a;
+      sum_sq += static_cast<float>(v) * static_cast<float>(v);
+    }
+    Text t;
+    t.str("recording level peak=").u32(peak).str(" rms=")
+        .f32(sqrtf(sum_sq / static_cast<float>(kRecordSamples)));
+    log_line(LogLevel::kInfo, t.c_str(), true);
+  }
   if (from_audio) {
     if (config_.pipeline == link::PipelineId::kCentroid) {
       int32_t shift = 0;

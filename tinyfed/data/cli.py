@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from tinyfed.data import synth
-from tinyfed.data.dataset import BACKGROUND_NOISE_DIR, Dataset, load
+from tinyfed.data import edge_impulse, synth
+from tinyfed.data.dataset import BACKGROUND_NOISE_DIR, Dataset, load, which_set
 from tinyfed.data.synth import (
     CLASSES_FILE,
     MANIFEST_FILE,
@@ -38,6 +41,7 @@ examples:
   tinyfed data synth --words montserrat,pedraforca --silence --out corpus/
   tinyfed data info corpus/
   tinyfed data import ~/speech_commands_v0.02 --words yes,no --silence 300 --out sc/
+  tinyfed data import edge-impulse-export/ --out paper/
 """
 
 _SNRS = "/".join(f"{s:g}" for s in synth.SNR_DB)
@@ -73,9 +77,17 @@ Copies a Speech Commands-layout folder (for example Google's speech_commands_v0.
 recordings at any rate, channels and bit depth) as 1 s, 16 kHz, mono int16 clips, writing the
 split lists explicitly (from the source's lists, or its speaker-hash split) and classes.txt.
 
+It also reads Edge Impulse data-acquisition files (.json or .cbor: files, or folders such as an
+Edge Impulse export with training/ and testing/): single-axis audio, any interval_ms (resampled
+to 16 kHz); the label is the file name up to its first dot (vermell.s1a2.json) unless --label
+is given. Every file is checked before anything is written: one bad file names itself and the
+field, and nothing is imported (docs/data.md).
+
 examples:
   tinyfed data import ~/speech_commands_v0.02 --words yes,no --silence 300 --out sc/
   tinyfed data import my_recordings/ --out mine/
+  tinyfed data import ei-export/ --out paper/                 # Edge Impulse JSON / CBOR
+  tinyfed data import take1.cbor take2.cbor --label verd --out more/
 """
 
 
@@ -84,7 +96,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     data = sub.add_parser(
         "data",
         help="make, inspect and import keyword corpora (Speech Commands layout)",
-        description="Keyword corpora: synthesize one with espeak-ng, check one, import one.",
+        description="Keyword corpora: synthesize one with espeak-ng, check one, import one (Speech "
+        "Commands folders, Edge Impulse JSON / CBOR files).",
         epilog=DATA_EPILOG,
         formatter_class=_Formatter,
     )
@@ -142,12 +155,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = data_sub.add_parser(
         "import",
-        help="copy a Speech Commands folder as 16 kHz mono 1 s clips",
-        description="Copy a Speech Commands-layout folder as 1 s, 16 kHz, mono int16 clips.",
+        help="copy a Speech Commands folder or Edge Impulse files as 16 kHz mono 1 s clips",
+        description=(
+            "Copy a Speech Commands-layout folder, or Edge Impulse data-acquisition files "
+            "(JSON / CBOR), as 1 s, 16 kHz, mono int16 clips."
+        ),
         epilog=IMPORT_EPILOG,
         formatter_class=_Formatter,
     )
-    p.add_argument("src", type=Path, metavar="SRC", help="the folder to import")
+    p.add_argument(
+        "src",
+        type=Path,
+        nargs="+",
+        metavar="SRC",
+        help="a Speech Commands folder, or Edge Impulse .json/.cbor files and folders",
+    )
+    p.add_argument(
+        "--format",
+        choices=("auto", "speech-commands", "edge-impulse"),
+        default="auto",
+        help="what SRC is; auto: Edge Impulse if SRC has .json/.cbor files and no WAV",
+    )
+    p.add_argument(
+        "--label", help="Edge Impulse files: the class of every file (default: its file name)"
+    )
     p.add_argument("--out", required=True, type=Path, help="the corpus folder to create")
     p.add_argument("--words", default="all", help="only these classes, in this label order")
     p.add_argument(
@@ -224,8 +255,18 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    src: Path = args.src
+    sources: list[Path] = args.src
     out: Path = args.out
+    edge = args.format == "edge-impulse" or (
+        args.format == "auto" and edge_impulse.is_edge_impulse(sources)
+    )
+    if edge:
+        return _import_edge_impulse(args)
+    if args.label is not None:
+        raise UsageError("--label is for Edge Impulse files (.json / .cbor)")
+    if len(sources) != 1:
+        raise UsageError("a Speech Commands import takes one folder (SRC)")
+    src = sources[0]
     if args.silence < 0:
         raise UsageError(f"--silence must not be negative, got {args.silence}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -296,3 +337,119 @@ def _cut_silence(src: Path, out: Path, n: int, seed: int, label: int) -> list[di
             }
         )
     return rows
+
+
+def _import_edge_impulse(args: argparse.Namespace) -> int:
+    """Edge Impulse data-acquisition files -> a corpus; every file is read before any write."""
+    out: Path = args.out
+    if args.silence:
+        raise UsageError(
+            "--silence cuts noise from a Speech Commands folder, not Edge Impulse files"
+        )
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} exists and is not an empty folder; choose a new one")
+    files = edge_impulse.find_files(args.src)
+    if not files:
+        raise UsageError(
+            "no .json or .cbor file in "
+            + ", ".join(str(s) for s in args.src)
+            + "; nothing imported"
+        )
+    recordings: list[edge_impulse.Recording] = []
+    errors: list[str] = []
+    for path in files:
+        try:
+            recordings.append(edge_impulse.read_recording(path, args.label))
+        except edge_impulse.EdgeImpulseError as exc:
+            errors.append(str(exc))
+    if errors:
+        shown = "\n  ".join(errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise UsageError(
+            f"{len(errors)} of {len(files)} files cannot be imported, so nothing was imported:"
+            f"\n  {shown}{more}"
+        )
+    labels = sorted({r.label for r in recordings}, key=lambda w: (w.startswith("_"), w))
+    if args.words == "all":
+        classes = tuple(labels)
+    else:
+        classes = _csv(args.words)
+        missing = [w for w in classes if w not in labels]
+        if missing:
+            raise UsageError(
+                f"--words {', '.join(missing)}: no such label in the files "
+                f"(labels: {', '.join(labels)})"
+            )
+    kept = [r for r in recordings if r.label in classes]
+    rows: list[dict[str, str]] = []
+    clips: list[tuple[str, npt.NDArray[np.int16]]] = []
+    used: set[str] = set()
+    for i, rec in enumerate(kept):
+        voice = edge_impulse.sample_id_of(rec.path) or f"clip{i:05d}"
+        rel = f"{rec.label}/{voice}_nohash_0.wav"
+        n = 1
+        while rel in used:
+            rel = f"{rec.label}/{voice}_nohash_{n}.wav"
+            n += 1
+        used.add(rel)
+        audio = np.zeros(CLIP_SAMPLES, np.int16)
+        audio[: min(CLIP_SAMPLES, len(rec.audio))] = rec.audio[:CLIP_SAMPLES]
+        clips.append((rel, audio))
+        rows.append(
+            {
+                "path": rel,
+                "word": rec.label,
+                "label": str(classes.index(rec.label)),
+                "split": rec.split or which_set(rel),
+                "voice": voice,
+                "source": str(rec.path),
+                "length_ms": f"{len(rec.audio) * 1000 / SAMPLE_RATE:g}",
+                "source_rate_hz": str(rec.rate),
+                "device_type": rec.device_type,
+            }
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    try:
+        for rel, audio in clips:
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_wav(staging / rel, audio)
+        _write_corpus_index(staging, classes, rows)
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    skipped = len(recordings) - len(kept)
+    cut = sum(len(r.audio) > CLIP_SAMPLES for r in kept)
+    short = sum(len(r.audio) < CLIP_SAMPLES for r in kept)
+    resampled = sum(r.rate != SAMPLE_RATE for r in kept)
+    notes = [
+        f"{n} {what}"
+        for n, what in (
+            (resampled, "resampled to 16 kHz"),
+            (cut, "longer than 1 s, cut to the first second"),
+            (short, "shorter than 1 s, padded with zeros"),
+            (skipped, "of other labels skipped (--words)"),
+        )
+        if n
+    ]
+    per_split = ", ".join(f"{s} {sum(r['split'] == s for r in rows)}" for s in SPLITS)
+    print(
+        f"imported {len(rows)} Edge Impulse recordings ({', '.join(classes)}; {per_split}) "
+        f"into {out}" + (f"; {'; '.join(notes)}" if notes else "")
+    )
+    return 0
+
+
+def _write_corpus_index(out: Path, classes: tuple[str, ...], rows: list[dict[str, str]]) -> None:
+    """classes.txt, the two split lists and manifest.csv of an imported corpus."""
+    (out / CLASSES_FILE).write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+    for name, split in ((VALIDATION_LIST, "validation"), (TESTING_LIST, "test")):
+        paths = sorted(r["path"] for r in rows if r["split"] == split)
+        (out / name).write_text("".join(f"{p}\n" for p in paths), encoding="utf-8")
+    with (out / MANIFEST_FILE).open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
