@@ -54,7 +54,7 @@ from tinyfed.aggregator.settings import Settings
 from tinyfed.aggregator.store import Store
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.adapter import Connected, Event, Message, MqttSession, Subscribed
-from tinyfed.mqtt.contract import AggregatorStatus, ContractError
+from tinyfed.mqtt.contract import AggregatorStatus, ContractError, GlobalModel
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ class AggregatorService:
 
     def _dispatch(self, m: Message, now: float) -> list[Decision]:
         if m.topic == self.topics.global_model:
-            self._check_global(m.payload, now)
+            self._check_global(m.payload, now, retained=m.retain)
             return []
         try:
             worker_id, kind = self.topics.parse_worker_topic(m.topic)
@@ -315,7 +315,7 @@ class AggregatorService:
         if len(self.machine.expected) != before:
             self._status_dirty = True
 
-    def _check_global(self, payload: bytes, now: float) -> None:
+    def _check_global(self, payload: bytes, now: float, *, retained: bool = True) -> None:
         self._global_check_at = None
         current = self.machine.current
         try:
@@ -325,6 +325,10 @@ class AggregatorService:
             seen = None
         if seen is not None and (seen.round, seen.sha256) == (current.round, current.sha256):
             return
+        if not retained and seen is not None and seen.round < current.round and self._ours(seen):
+            # Under MQTT 3.1.1 (no No Local) our own global models come back; one published
+            # before the round that has just closed can arrive after it: not a mismatch.
+            return
         found = "none" if seen is None else f"round {seen.round} {seen.sha256[:12]}"
         log.warning(
             "broker holds global model %s, the database round %d %s: republishing",
@@ -333,6 +337,14 @@ class AggregatorService:
             current.sha256[:12],
         )
         self._publish_global(now, repair=True)
+
+    def _ours(self, seen: GlobalModel) -> bool:
+        """``seen`` is the global model this aggregator stored for its round."""
+        try:
+            stored, _ = self.store.global_model(seen.round)
+        except (LookupError, ValueError, sqlite3.Error):
+            return False
+        return stored.sha256 == seen.sha256
 
     def _record(self, decisions: list[Decision]) -> None:
         """Write ``decisions`` to the store (inside the caller's transaction or savepoint)."""

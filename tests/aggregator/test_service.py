@@ -462,6 +462,39 @@ def test_restarted_aggregator_replaces_a_retained_global_that_differs_from_its_d
     assert repaired.sha256 == g0.sha256
 
 
+def test_a_late_echo_of_its_own_older_global_is_not_a_mismatch_but_a_foreign_one_is(
+    broker: Mosquitto, fleet: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Under MQTT 3.1.1 the aggregator hears its own global models; one published before the
+    # round that just closed may arrive after it. Simulated here by a live (not retained)
+    # publish of its global 0 once it is at round 1, then of a model it never made.
+    topics = Topics(fleet)
+    observer = Observer(broker.url, topics)
+    a = Worker(broker.url, topics, "a")
+    writer = Worker(broker.url, topics, "writer")
+    with (
+        caplog.at_level("WARNING"),
+        aggregator_in_process(flags(broker.url, fleet, tmp_path / "agg.db", "--expect", "a")),
+    ):
+        g0 = observer.global_model(0)
+        a.send(a.update(perturbed(1), steps=10))
+        g1 = observer.global_model(1)
+        # Execute 1: the old model of its own, live
+        writer.client.publish(topics.global_model, contract.encode_global(g0), 1, False)
+        time.sleep(1.0)
+        echo_lines = [r.getMessage() for r in caplog.records if "republishing" in r.getMessage()]
+        # Execute 2: a model it never made, live
+        impostor = GlobalModel(round=0, params=perturbed(9), hyper=g0.hyper, pipeline=g0.pipeline)
+        writer.client.publish(topics.global_model, contract.encode_global(impostor), 1, False)
+        repaired = wait_until(lambda: any("republishing" in r.getMessage() for r in caplog.records))
+    for c in (observer, a, writer):
+        c.close()
+    # Assert
+    assert g1.round == 1
+    assert echo_lines == []
+    assert repaired, "a global model it never made went unanswered"
+
+
 def test_help_explains_round_policy_strategies_and_restart(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -129,7 +129,19 @@ async def _fleet(broker: Mosquitto, tmp_path: Path) -> None:
     text = log.read_text(errors="replace")
     assert db_round(db) >= 5, text[-3000:]
     assert code == 0, text[-3000:]
-    assert "republishing" not in text, "its own global models came back as a mismatch"
+    # Its own global models come back (3.1.1 has no No Local): never a mismatch. Only the SIGKILL
+    # may land between committing a round and publishing its model: the restarted aggregator
+    # then finds the previous one retained and republishes, once, right after it starts.
+    restart = text.rfind("aggregator for fleet")
+    repairs = re.findall(
+        r"broker holds global model round (\d+) \w+, the database round (\d+) \w+: republishing",
+        text,
+    )
+    assert text.count("republishing") == len(repairs), text[-3000:]
+    assert len(repairs) <= 1, repairs
+    for held, current in repairs:
+        assert int(held) == int(current) - 1, repairs
+        assert text.find("republishing") > restart, "a mismatch before the restart"
     with contextlib.closing(sqlite3.connect(db)) as con:
         rows = con.execute("SELECT round, upload_id FROM participants").fetchall()
     counted: dict[str, list[int]] = {}

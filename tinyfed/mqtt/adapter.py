@@ -81,6 +81,10 @@ class Message:
     payload: bytes
     mid: int
     qos: int
+    #: delivered because a subscription was made (the broker's retained message), not because it
+    #: was just published: brokers clear the flag on live deliveries (MQTT 3.1.1 3.3.1.3, and
+    #: v5 without Retain As Published, which tinyfed never asks for)
+    retain: bool = False
 
 
 @dataclass(frozen=True)
@@ -445,7 +449,7 @@ class MqttSession:
         self.inbox.put(Subscribed(mid))
 
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self.inbox.put(Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        self.inbox.put(Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain)))
 
     def _cb_publish(
         self, client: paho.Client, userdata: Any, mid: int, rc: Any, props: Any
