@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -149,3 +150,96 @@ def test_a_refused_login_is_logged_once_per_cause(
     assert [r.getMessage() for r in caplog.records].count(
         f"broker {session.broker} refused the connection: Not authorized"
     ) == 1
+
+
+class RefusingBroker:
+    """An MQTT 3.1.1 broker at the byte level that refuses each client's first SUBSCRIBE.
+
+    What a clustered broker answers while the leader of its session store is being elected
+    (NATS, for one), which a real broker cannot be made to do on cue here. CONNECT gets a
+    CONNACK, the first SUBSCRIBE a SUBACK of 0x80 (failure) for every filter, later ones
+    0x01 (granted QoS 1), and each granted subscription one QoS 0 PUBLISH of ``b"hello"``.
+    """
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.subscribes = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        with conn:
+            while True:
+                head = conn.recv(1)
+                if not head:
+                    return
+                length, shift = 0, 0
+                while True:  # the remaining length, 7 bits a byte
+                    byte = conn.recv(1)[0]
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                body = b""
+                while len(body) < length:
+                    body += conn.recv(length - len(body))
+                kind = head[0] >> 4
+                if kind == 1:  # CONNECT
+                    conn.sendall(bytes([0x20, 2, 0, 0]))
+                elif kind == 8:  # SUBSCRIBE: packet id, then (filter, options) pairs
+                    self.subscribes += 1
+                    filters, at = [], 2
+                    while at < len(body):
+                        n = int.from_bytes(body[at : at + 2], "big")
+                        filters.append(body[at + 2 : at + 2 + n])
+                        at += 2 + n + 1
+                    code = 0x80 if self.subscribes == 1 else 0x01
+                    codes = bytes([code] * len(filters))
+                    conn.sendall(bytes([0x90, 2 + len(codes)]) + body[:2] + codes)
+                    if code == 0x01:
+                        topic = filters[0]
+                        payload = len(topic).to_bytes(2, "big") + topic + b"hello"
+                        conn.sendall(bytes([0x30, len(payload)]) + payload)
+                elif kind == 12:  # PINGREQ
+                    conn.sendall(bytes([0xD0, 0]))
+                elif kind == 14:  # DISCONNECT
+                    return
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_refused_subscription_is_retried_until_the_broker_grants_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Prepare
+    fake = RefusingBroker()
+    url = parse_broker_url(f"mqtt://127.0.0.1:{fake.port}?protocol=3.1.1")
+    session = MqttSession(url, "sub-retry", logger=log)
+    session.start()
+    events: list[Event] = []
+
+    def seen(check: Callable[[Event], bool]) -> bool:
+        events.extend(session.inbox.drain())
+        return any(check(e) for e in events)
+
+    try:
+        wait_until(session.is_connected, "the connection")
+        # Execute
+        with caplog.at_level(logging.WARNING):
+            mid = session.subscribe(["t/secret"])
+            wait_until(lambda: fake.subscribes >= 1, "the first SUBSCRIBE")
+            wait_until(lambda: "refused the subscription" in caplog.text, "the refusal logged")
+            assert not seen(lambda e: isinstance(e, Subscribed))  # not granted: no event yet
+            wait_until(lambda: seen(lambda e: e == Subscribed(mid or -1)), "the retry granted")
+        # Assert: one refusal, one retry after a second, and the subscription works
+        assert fake.subscribes == 2
+        assert "t/secret (Unspecified error): trying again in 1 s" in caplog.text
+        wait_until(
+            lambda: seen(lambda e: isinstance(e, Message) and e.payload == b"hello"),
+            "a message on the granted subscription",
+        )
+    finally:
+        session.close()
+        fake.close()

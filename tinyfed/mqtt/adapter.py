@@ -47,6 +47,8 @@ WORKER_POLL_S = 0.1  #: how often a handler thread looks whether the session was
 # ------------------------------------------------------------------ events
 
 
+#: Waits before a refused subscription is tried again (s); the last one repeats.
+SUBSCRIBE_RETRY_S = (1.0, 2.0, 4.0, 8.0)
 #: How often a producer waiting for room in a full :class:`Inbox` checks that it is open (s).
 PUT_POLL_S = 0.2
 
@@ -245,6 +247,9 @@ class MqttSession:
         self._driver: AsyncioDriver | None = None
         self._worker: threading.Thread | None = None
         self._handler: Callable[[Event], None] | None = None
+        #: subscriptions awaiting their SUBACK: mid -> (topics, no_local, first mid, attempt)
+        self._subs: dict[int, tuple[tuple[str, ...], frozenset[str], int, int]] = {}
+        self._subs_lock = threading.Lock()
         client = make_client(
             broker,
             client_id,
@@ -372,8 +377,18 @@ class MqttSession:
         """Subscribe to ``topics`` at QoS 1; the mid its :class:`Subscribed` will carry.
 
         ``no_local`` topics do not deliver our own publishes back (MQTT v5 only: under 3.1.1
-        they come back, and the application must recognise them).
+        they come back, and the application must recognise them). A subscription the broker
+        refuses (a SUBACK failure: not authorised, or a clustered broker electing the leader
+        of its session store) is logged and tried again, after 1, 2, 4, then every 8 s while
+        connected; :class:`Subscribed` comes once it is granted.
         """
+        with self._subs_lock:
+            mid = self._send_subscribe(tuple(topics), frozenset(no_local))
+            if mid is not None:
+                self._subs[mid] = (tuple(topics), frozenset(no_local), mid, 0)
+        return mid
+
+    def _send_subscribe(self, topics: tuple[str, ...], no_local: frozenset[str]) -> int | None:
         if self.broker.v5 and no_local:
             options: list[tuple[str, Any]] = [
                 (t, SubscribeOptions(qos=1, noLocal=t in no_local)) for t in topics
@@ -382,6 +397,16 @@ class MqttSession:
         else:
             _, mid = self.client.subscribe([(t, 1) for t in topics])
         return mid
+
+    def _retry_subscribe(
+        self, topics: tuple[str, ...], no_local: frozenset[str], origin: int, attempt: int
+    ) -> None:
+        if self._closing or not self.client.is_connected():
+            return  # the application subscribes anew when it connects again
+        with self._subs_lock:
+            mid = self._send_subscribe(topics, no_local)
+            if mid is not None:
+                self._subs[mid] = (topics, no_local, origin, attempt)
 
     def ack(self, message: Message) -> None:
         """Acknowledge ``message`` (sessions with manual acknowledgements)."""
@@ -446,7 +471,26 @@ class MqttSession:
     def _cb_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, rcs: Any, props: Any
     ) -> None:
-        self.inbox.put(Subscribed(mid))
+        with self._subs_lock:
+            pending = self._subs.pop(mid, None)
+        refused = sorted({str(rc) for rc in rcs if getattr(rc, "is_failure", False)})
+        if pending is None or not refused:
+            self.inbox.put(Subscribed(mid if pending is None else pending[2]))
+            return
+        topics, no_local, origin, attempt = pending
+        delay = SUBSCRIBE_RETRY_S[min(attempt, len(SUBSCRIBE_RETRY_S) - 1)]
+        self._log.warning(
+            "the broker %s refused the subscription to %s (%s): trying again in %g s",
+            self.broker,
+            ", ".join(topics),
+            ", ".join(refused),
+            delay,
+        )
+        timer = threading.Timer(
+            delay, self._retry_subscribe, args=(topics, no_local, origin, attempt + 1)
+        )
+        timer.daemon = True
+        timer.start()
 
     def _cb_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self.inbox.put(Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.retain)))

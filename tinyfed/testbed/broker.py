@@ -196,6 +196,12 @@ class Mosquitto:
         self.kill()
         raise RuntimeError(f"mosquitto did not listen on port {waiting[0]} within {timeout} s")
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its configuration again (password and ACL files included)."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError("mosquitto is not running")
+        self._proc.send_signal(signal.SIGHUP)
+
     def stop(self) -> None:
         """Stop gracefully (SIGTERM; the broker saves its persistence file)."""
         self._end(signal.SIGTERM)
