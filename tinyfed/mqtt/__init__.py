@@ -10,4 +10,6 @@
   adapter of the aggregator, the gateway and the monitor (connection, retained status and Last
   Will, reconnect logging, orderly exit, one hand-off of events from paho's thread), and the
   asyncio driver for thousands of sessions in one process.
+* :mod:`tinyfed.mqtt.inbox` — the events paho's network thread hands to the application and
+  the bounded inbox that carries them (re-exported by :mod:`tinyfed.mqtt.adapter`).
 """
