@@ -1,6 +1,7 @@
 """The round state machine: which updates count, when a round closes, what it produces.
 
-No sockets and no clock of its own: the service feeds it events (a worker's status, an
+(Over 500 lines on purpose: one state machine, whose transitions are read together.) No
+sockets and no clock of its own: the service feeds it events (a worker's status, an
 update, a payload that failed to decode, the passing of time) with the current time, and it
 returns :data:`Decision` objects that the service persists and publishes. Round ``r`` is the
 round whose workers start from global model ``r``; closing it produces global model ``r + 1``.

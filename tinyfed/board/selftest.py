@@ -1,6 +1,8 @@
 """``tinyfed board selftest``: one command that checks a board on the desk, part by part.
 
-The checks, in order (each is PASS, FAIL or SKIP, with a line saying what was seen):
+(Over 500 lines: the checks run in order on one link session and share what earlier ones
+found; each is one function.) The checks, in order (each is PASS, FAIL or SKIP, with a line
+saying what was seen):
 
 * **link**: HELLO (firmware version, architecture, pipeline, protocol); round trips (HELLO_REQ
   answered, N times: median and worst); the board's model uploaded (``GET_MODEL`` + ``READ``,

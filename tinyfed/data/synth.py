@@ -1,6 +1,8 @@
 """Synthesize a keyword corpus with espeak-ng, in the Speech Commands layout.
 
-Every clip is one second of 16 kHz mono int16, as a board records it. What varies from clip to
+(Over 500 lines: the voices, the rendering and the augmentation are one pipeline whose
+seeded choices must stay in one order for a corpus to be reproducible.) Every clip is one
+second of 16 kHz mono int16, as a board records it. What varies from clip to
 clip: the voice (an espeak-ng language such as ``ca``, ``es`` or ``en`` plus one of its ~100
 voice variants), the speaking speed and pitch, the position of the word in the second, its
 level, and background noise (white, pink, brown or mains hum) at several signal-to-noise ratios.

@@ -1,7 +1,9 @@
 """The MQTT contract: every topic and payload the fleet exchanges, in one module.
 
 Everything else works with the frozen dataclasses below; only this module touches msgpack
-and JSON. Topics live under ``<prefix>/<fleet>/`` (default prefix ``tinyfed``):
+and JSON. (Over 500 lines on purpose: each payload's dataclass, encoder and decoder sit side by
+side so the whole contract reads in one place; the field checks and limits are in
+:mod:`tinyfed.mqtt.fields`.) Topics live under ``<prefix>/<fleet>/`` (default prefix ``tinyfed``):
 
 ============================  ==================  =========================================
 topic                         QoS / retain        payload
