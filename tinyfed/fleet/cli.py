@@ -140,14 +140,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--test-corpus runs/corpus/fig6-n300-s0 --record runs/home",
         formatter_class=fmt,
     )
-    m.add_argument("--broker", metavar="URL", required=True, help="mqtt://HOST:PORT")
-    m.add_argument("--fleet", required=True, help="fleet name")
-    m.add_argument("--prefix", default=contract.DEFAULT_PREFIX, help="topic prefix (tinyfed)")
-    m.add_argument(
-        "--test-corpus",
-        type=Path,
-        help="a corpus folder (Speech Commands layout) whose test split scores global models",
-    )
+    _watch_args(m)
     m.add_argument("--record", type=Path, help="write the report here when stopped")
     m.add_argument("--no-dashboard", action="store_true", help="log lines instead of the live view")
     m.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -174,14 +167,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--web 0.0.0.0:8080",
         formatter_class=fmt,
     )
-    d.add_argument("--broker", metavar="URL", required=True, help="mqtt://HOST:PORT")
-    d.add_argument("--fleet", required=True, help="fleet name")
-    d.add_argument("--prefix", default=contract.DEFAULT_PREFIX, help="topic prefix (tinyfed)")
-    d.add_argument(
-        "--test-corpus",
-        type=Path,
-        help="a corpus folder (Speech Commands layout) whose test split scores global models",
-    )
+    _watch_args(d)
     d.add_argument(
         "--web", metavar="[HOST]:PORT", default=":8080", help="where to serve (127.0.0.1:8080)"
     )
@@ -197,6 +183,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     pl.add_argument("runs", nargs="+", type=Path, help="run folders")
     pl.set_defaults(func=cmd_plot)
+
+
+def _watch_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of a command that watches a fleet from its topics (monitor, dashboard)."""
+    p.add_argument("--broker", metavar="URL", required=True, help="mqtt://HOST:PORT")
+    p.add_argument("--fleet", required=True, help="fleet name")
+    p.add_argument("--prefix", default=contract.DEFAULT_PREFIX, help="topic prefix (tinyfed)")
+    p.add_argument(
+        "--test-corpus",
+        type=Path,
+        help="a corpus folder (Speech Commands layout) whose test split scores global models",
+    )
 
 
 def _reachable(url: str) -> None:
