@@ -24,7 +24,8 @@ import numpy.typing as npt
 import pytest
 
 from tinyfed.board import selftest
-from tinyfed.board.selftest import FAIL, PASS, SKIP
+from tinyfed.board.report import FAIL, PASS, SKIP, Check
+from tinyfed.board.sample import load_sample, synthesized_word
 from tinyfed.errors import UsageError
 from tinyfed.link import frame
 from tinyfed.link.frame import Frame
@@ -73,7 +74,7 @@ def board(binary: Path, tmp_path: Path) -> Iterator[VirtualBoard]:
 def _person_script(tmp_path: Path, d5_clip: npt.NDArray[np.int16]) -> Path:
     """A person who waits for the self-test's two model downloads (the link check's and the
     restore after training), then presses D2, D3, D4 with a word and D5 with ``d5_clip``."""
-    _write_wav(tmp_path / "word.wav", selftest.synthesized_word(7))
+    _write_wav(tmp_path / "word.wav", synthesized_word(7))
     _write_wav(tmp_path / "d5.wav", d5_clip)
     script = tmp_path / "person.txt"
     script.write_text(
@@ -153,7 +154,7 @@ def test_selftest_passes_against_the_virtual_board(board: VirtualBoard) -> None:
 
 def test_selftest_with_a_person_at_a_terminal(binary: Path, tmp_path: Path) -> None:
     # Prepare: the person presses every button and answers "yes" about the LEDs
-    vb = _board(binary, tmp_path, _person_script(tmp_path, selftest.synthesized_word(3)))
+    vb = _board(binary, tmp_path, _person_script(tmp_path, synthesized_word(3)))
     try:
         # Execute
         code, out = _run_on_a_terminal(
@@ -280,12 +281,12 @@ def _damage(direction: str, msg_type: int, index: int, wire: bytes) -> bytes:
 
 
 def test_a_corrupted_transfer_is_a_fail_naming_the_crc() -> None:
-    checks: list[selftest.Check] = []
+    checks: list[Check] = []
     report = asyncio.run(
         selftest.run_selftest(
             FakeBoard(fault=_damage),
             device="fake://board",
-            sample=selftest.load_sample(None),
+            sample=load_sample(None),
             timeout=0.2,
             retries=1,
             round_trips=3,
@@ -309,12 +310,12 @@ def test_a_corrupted_transfer_is_a_fail_naming_the_crc() -> None:
 
 
 def test_load_sample_reads_a_wav_or_a_corpus_folder(tmp_path: Path) -> None:
-    word = selftest.synthesized_word(5)
+    word = synthesized_word(5)
     (tmp_path / "corpus" / "verd").mkdir(parents=True)
     _write_wav(tmp_path / "corpus" / "verd" / "a_nohash_0.wav", word[:8000])
 
-    from_dir = selftest.load_sample(tmp_path / "corpus")
-    from_file = selftest.load_sample(tmp_path / "corpus" / "verd" / "a_nohash_0.wav")
+    from_dir = load_sample(tmp_path / "corpus")
+    from_file = load_sample(tmp_path / "corpus" / "verd" / "a_nohash_0.wav")
 
     assert from_dir.audio.shape == (16_000,)
     np.testing.assert_array_equal(from_dir.audio[:8000], word[:8000])
@@ -322,9 +323,9 @@ def test_load_sample_reads_a_wav_or_a_corpus_folder(tmp_path: Path) -> None:
     np.testing.assert_array_equal(from_file.audio, from_dir.audio)
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="no WAV file"):
-        selftest.load_sample(tmp_path / "empty")
+        load_sample(tmp_path / "empty")
     with pytest.raises(UsageError, match="no such file"):
-        selftest.load_sample(tmp_path / "missing.wav")
+        load_sample(tmp_path / "missing.wav")
 
 
 def test_a_port_that_cannot_be_opened_is_a_fail(tmp_path: Path) -> None:

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from tinyfed.board import flash, selftest
+from tinyfed.board.person import Person, TerminalPerson
+from tinyfed.board.report import Check, format_check, report_json
+from tinyfed.board.sample import load_sample
 from tinyfed.errors import UsageError
 from tinyfed.help import HelpFormatter
 from tinyfed.link.transports import check_url, open_transport
@@ -122,23 +125,23 @@ def _selftest(args: argparse.Namespace) -> int:
         raise UsageError(
             "--timeout and --press-timeout must be > 0, --retries >= 0, --round-trips >= 1"
         )
-    sample = selftest.load_sample(args.sample)
+    sample = load_sample(args.sample)
     if not getattr(args, "verbose", 0):  # the report says it all; -v shows the link's log
         logging.getLogger("tinyfed.link").setLevel(logging.WARNING)
     out = sys.stderr if args.json else sys.stdout
-    person: selftest.Person | None = None
+    person: Person | None = None
     if args.no_interactive:
         reason = "--no-interactive"
     elif not sys.stdin.isatty():
         reason = "stdin is not a terminal"
     else:
         reason = ""
-        person = selftest.TerminalPerson(out)
+        person = TerminalPerson(out)
     mode = "interactive" if person else f"no person: {reason}"
     print(f"tinyfed board selftest · {url} · {mode}", file=out, flush=True)
 
-    def show(check: selftest.Check) -> None:
-        print(selftest.format_check(check), file=out, flush=True)
+    def show(check: Check) -> None:
+        print(format_check(check), file=out, flush=True)
 
     report = asyncio.run(
         selftest.run_selftest(
@@ -156,7 +159,7 @@ def _selftest(args: argparse.Namespace) -> int:
     )
     print(report.summary(), file=out, flush=True)
     if args.json:
-        print(selftest.report_json(report), flush=True)
+        print(report_json(report), flush=True)
     return 0 if report.passed else 1
 
 

@@ -1,6 +1,6 @@
 """``tinyfed board selftest``: one command that checks a board on the desk, part by part.
 
-(Over 500 lines: the checks run in order on one link session and share what earlier ones
+(About 600 lines: the checks run in order on one link session and share what earlier ones
 found; each is one function.) The checks, in order (each is PASS, FAIL or SKIP, with a line
 saying what was seen):
 
@@ -29,23 +29,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from tinyfed import model
-from tinyfed.data.wav import CLIP_SAMPLES, SAMPLE_RATE, read_wav
-from tinyfed.errors import TinyfedError, UsageError
-from tinyfed.features import fit_length, get_pipeline
+from tinyfed.board.person import Person
+from tinyfed.board.report import FAIL, PASS, SKIP, Check, Report, dbfs
+from tinyfed.board.sample import Sample
+from tinyfed.errors import TinyfedError
+from tinyfed.features import get_pipeline
 from tinyfed.link import spec
 from tinyfed.link.client import (
     BoardLink,
@@ -59,8 +56,6 @@ from tinyfed.link.client import (
 )
 from tinyfed.link.transports.base import Transport, TransportError
 
-PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-
 #: (button, role, LED bits while held, colour name)
 BUTTONS = (
     ("D2", "train keyword 1", 0b001, "red"),
@@ -71,145 +66,6 @@ BUTTONS = (
 QUIET_PEAK = 100  #: a spoken word's peak below this (-50 dBFS) means a deaf microphone
 PARAMS_TOLERANCE = 1e-3  #: board step vs the Python reference, per weight
 LOSS_TOLERANCE = 1e-3
-
-
-def dbfs(value: float) -> float:
-    """An int16 amplitude in dB relative to full scale (-inf for 0)."""
-    return 20 * math.log10(value / 32768) if value > 0 else -math.inf
-
-
-# ----------------------------------------------------------------------------- the report
-
-
-@dataclass
-class Check:
-    """One line of the report."""
-
-    group: str
-    name: str
-    status: str
-    detail: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Report:
-    """Everything the self-test found."""
-
-    device: str
-    interactive: bool
-    board: dict[str, Any] = field(default_factory=dict)
-    checks: list[Check] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and not any(c.status == FAIL for c in self.checks)
-
-    def count(self, status: str) -> int:
-        return sum(c.status == status for c in self.checks)
-
-    def summary(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL"
-        text = (
-            f"result: {verdict} ({self.count(PASS)} passed, {self.count(FAIL)} failed, "
-            f"{self.count(SKIP)} skipped) in {self.seconds:.1f} s"
-        )
-        failed = [c for c in self.checks if c.status == FAIL]
-        if failed:
-            text += "\nfailed: " + "; ".join(f"{c.group}/{c.name}: {c.detail}" for c in failed)
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "device": self.device,
-            "passed": self.passed,
-            "interactive": self.interactive,
-            "seconds": round(self.seconds, 3),
-            "board": self.board,
-            "counts": {s.lower(): self.count(s) for s in (PASS, FAIL, SKIP)},
-            "checks": [asdict(c) for c in self.checks],
-        }
-
-
-def format_check(check: Check) -> str:
-    return f"{check.group:<11} {check.status}  {check.name}: {check.detail}"
-
-
-# ----------------------------------------------------------------------------- the person
-
-
-class Person(Protocol):
-    """Someone at the board who can be told things and asked yes/no questions."""
-
-    def say(self, text: str) -> None: ...
-
-    async def ask(self, question: str) -> bool | None: ...
-
-
-class TerminalPerson:
-    """A person at this terminal: prompts on ``out``, answers read from ``inp``."""
-
-    def __init__(self, out: TextIO, inp: TextIO = sys.stdin) -> None:
-        self.out = out
-        self.inp = inp
-
-    def say(self, text: str) -> None:
-        print(f">>> {text}", file=self.out, flush=True)
-
-    async def ask(self, question: str) -> bool | None:
-        print(f">>> {question} [y/n] ", end="", file=self.out, flush=True)
-        line = await asyncio.to_thread(self.inp.readline)
-        if not line:
-            return None  # end of input
-        return line.strip().lower() in ("y", "yes")
-
-
-# ----------------------------------------------------------------------------- the sample
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One second of audio to train on, and where it came from."""
-
-    audio: npt.NDArray[np.int16]
-    description: str
-
-
-def synthesized_word(seed: int = 2021) -> npt.NDArray[np.int16]:
-    """A deterministic 'word': a chirp with a harmonic under an envelope, in a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
-    centre, length, f0, f1 = 0.45, 0.35, 400.0, 900.0
-    env = np.exp(-0.5 * ((t - centre) / (length / 4)) ** 2)
-    sweep = f0 + (f1 - f0) * np.clip((t - centre + length / 2) / length, 0, 1)
-    phase = 2 * np.pi * np.cumsum(sweep) / SAMPLE_RATE
-    x = env * (0.5 * np.sin(phase) + 0.2 * np.sin(2.1 * phase)) + 0.003 * rng.standard_normal(
-        t.size
-    )
-    return np.clip(np.rint(x * 32767 * 0.8), -32768, 32767).astype(np.int16)
-
-
-def load_sample(path: Path | None) -> Sample:
-    """The host sample: a WAV file, the first clip of a corpus folder, or a synthesized word."""
-    if path is None:
-        return Sample(synthesized_word(), "a synthesized word (400-900 Hz chirp)")
-    if path.is_dir():
-        wavs = sorted(p for p in path.rglob("*.wav") if "_background_noise_" not in p.parts)
-        if not wavs:
-            raise UsageError(f"--sample {path}: no WAV file in that folder")
-        path = wavs[0]
-    if not path.is_file():
-        raise UsageError(f"--sample {path}: no such file or folder")
-    try:
-        audio = read_wav(path)
-    except (TinyfedError, OSError, ValueError) as exc:
-        raise UsageError(f"--sample {path}: {exc}") from exc
-    fitted, note = fit_length(audio)
-    return Sample(fitted, f"{path}" + (f" ({note})" if note else ""))
-
-
-# ----------------------------------------------------------------------------- events
 
 
 class _Events:
@@ -765,7 +621,3 @@ async def run_selftest(
         await link.close()
     report.seconds = time.perf_counter() - start
     return report
-
-
-def report_json(report: Report) -> str:
-    return json.dumps(report.to_json(), indent=2)
