@@ -27,8 +27,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
-from collections.abc import Set as AbstractSet
+from collections.abc import Iterator, Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -34,8 +34,7 @@ from tinyfed import model
 from tinyfed.link import frame, messages
 from tinyfed.link.frame import Frame, FrameError
 from tinyfed.link.spec import MsgType
-from tinyfed.mqtt import contract
-from tinyfed.mqtt import session as mqtt_session
+from tinyfed.mqtt import contract, session as mqtt_session
 from tinyfed.testbed import fake_board
 
 

@@ -15,9 +15,7 @@ from typing import Any, Protocol
 
 from tinyfed import __version__
 from tinyfed.aggregator import cli as aggregator_cli
-from tinyfed.bench import aggregate as aggregate_bench
-from tinyfed.bench import fleet as fleet_bench
-from tinyfed.bench import link as link_bench
+from tinyfed.bench import aggregate as aggregate_bench, fleet as fleet_bench, link as link_bench
 from tinyfed.board import cli as board_cli
 from tinyfed.data import cli as data_cli
 from tinyfed.deploy import cli as deploy_cli

@@ -32,8 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.reasoncodes import ReasonCode
 
-from tests.deploy.test_deploy import _test_config as deployed_config
-from tests.deploy.test_deploy import credentials, env_file
+from tests.deploy.test_deploy import _test_config as deployed_config, credentials, env_file
 from tinyfed.errors import UsageError
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.session import (

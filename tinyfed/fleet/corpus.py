@@ -10,8 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinyfed import model
-from tinyfed.data import dataset as ds
-from tinyfed.data import synth
+from tinyfed.data import dataset as ds, synth
 from tinyfed.errors import UsageError
 from tinyfed.features import pipelines
 

@@ -22,8 +22,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from tinyfed.data import dataset as ds
-from tinyfed.fleet import report
-from tinyfed.fleet import scenario as sc
+from tinyfed.fleet import report, scenario as sc
 from tinyfed.fleet.corpus import HeldOut, classes_of, ensure_corpus
 from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
 from tinyfed.fleet.orchestrator import Fleet, FleetConfig, StopRequested

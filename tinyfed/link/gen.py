@@ -30,8 +30,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from tinyfed.features import align_vectors
-from tinyfed.link import frame, spec
-from tinyfed.link import messages as m
+from tinyfed.link import frame, messages as m, spec
 
 ROOT = Path(__file__).resolve().parents[2]
 HEADER_PATH = ROOT / "firmware" / "core" / "link_spec.h"

@@ -36,14 +36,16 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tinyfed.mqtt.inbox import PUT_POLL_S as PUT_POLL_S
-from tinyfed.mqtt.inbox import Connected as Connected
-from tinyfed.mqtt.inbox import Disconnected as Disconnected
-from tinyfed.mqtt.inbox import Event as Event
-from tinyfed.mqtt.inbox import Inbox as Inbox
-from tinyfed.mqtt.inbox import Message as Message
-from tinyfed.mqtt.inbox import Published as Published
-from tinyfed.mqtt.inbox import Subscribed as Subscribed
+from tinyfed.mqtt.inbox import (
+    PUT_POLL_S as PUT_POLL_S,
+    Connected as Connected,
+    Disconnected as Disconnected,
+    Event as Event,
+    Inbox as Inbox,
+    Message as Message,
+    Published as Published,
+    Subscribed as Subscribed,
+)
 from tinyfed.mqtt.session import BrokerUrl, Throttle, connect, make_client
 
 OFFLINE_WAIT_S = 2.0  #: how long an exit waits for the broker to acknowledge ``offline``

@@ -62,11 +62,23 @@ from typing import Any, Literal, cast, get_args
 import msgpack
 
 from tinyfed import model
-
-# Limits and field checks live in tinyfed.mqtt.fields; the public ones are re-exported here.
 from tinyfed.mqtt.fields import (
     _SHA256,
-    _WORKER_ID,
+    DEFAULT_PREFIX as DEFAULT_PREFIX,
+    FORMAT_VERSION as FORMAT_VERSION,
+    MAX_CLASS as MAX_CLASS,
+    MAX_INFO_TEXT as MAX_INFO_TEXT,
+    MAX_INT as MAX_INT,
+    MAX_JSON_PAYLOAD as MAX_JSON_PAYLOAD,
+    MAX_LABEL_TEXT as MAX_LABEL_TEXT,
+    MAX_LISTED as MAX_LISTED,
+    MAX_LISTED_REJECTIONS as MAX_LISTED_REJECTIONS,
+    MAX_MODEL_PAYLOAD as MAX_MODEL_PAYLOAD,
+    MAX_OUTPUTS as MAX_OUTPUTS,
+    MAX_REASON as MAX_REASON,
+    MAX_TEXT as MAX_TEXT,
+    MAX_UPLOAD_ID as MAX_UPLOAD_ID,
+    ContractError as ContractError,
     _clip,
     _Fields,
     _fit,
@@ -79,144 +91,16 @@ from tinyfed.mqtt.fields import (
     _show,
     _unpack,
     _worker_value,
-)
-from tinyfed.mqtt.fields import (
-    DEFAULT_PREFIX as DEFAULT_PREFIX,
-)
-from tinyfed.mqtt.fields import (
-    FORMAT_VERSION as FORMAT_VERSION,
-)
-from tinyfed.mqtt.fields import (
-    MAX_CLASS as MAX_CLASS,
-)
-from tinyfed.mqtt.fields import (
-    MAX_INFO_TEXT as MAX_INFO_TEXT,
-)
-from tinyfed.mqtt.fields import (
-    MAX_INT as MAX_INT,
-)
-from tinyfed.mqtt.fields import (
-    MAX_JSON_PAYLOAD as MAX_JSON_PAYLOAD,
-)
-from tinyfed.mqtt.fields import (
-    MAX_LABEL_TEXT as MAX_LABEL_TEXT,
-)
-from tinyfed.mqtt.fields import (
-    MAX_LISTED as MAX_LISTED,
-)
-from tinyfed.mqtt.fields import (
-    MAX_LISTED_REJECTIONS as MAX_LISTED_REJECTIONS,
-)
-from tinyfed.mqtt.fields import (
-    MAX_MODEL_PAYLOAD as MAX_MODEL_PAYLOAD,
-)
-from tinyfed.mqtt.fields import (
-    MAX_OUTPUTS as MAX_OUTPUTS,
-)
-from tinyfed.mqtt.fields import (
-    MAX_REASON as MAX_REASON,
-)
-from tinyfed.mqtt.fields import (
-    MAX_TEXT as MAX_TEXT,
-)
-from tinyfed.mqtt.fields import (
-    MAX_UPLOAD_ID as MAX_UPLOAD_ID,
-)
-from tinyfed.mqtt.fields import (
-    ContractError as ContractError,
-)
-from tinyfed.mqtt.fields import (
     check_worker_id as check_worker_id,
 )
 
-_FLEET = _WORKER_ID
+# Limits and field checks live in tinyfed.mqtt.fields; the public ones are re-exported here.
+from tinyfed.mqtt.topics import Topics as Topics
 
 WorkerState = Literal["online", "offline", "board-missing"]
 AggregatorState = Literal["online", "offline"]
 RoundOutcome = Literal["closed", "failed"]
 ReceiptOutcome = Literal["accepted", "rejected"]
-
-
-@dataclass(frozen=True)
-class Topics:
-    """Topic names of one fleet."""
-
-    fleet: str
-    prefix: str = DEFAULT_PREFIX
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.fleet, str) or not _FLEET.fullmatch(self.fleet):
-            raise ContractError(
-                f"invalid fleet name {_show(self.fleet)}: use 1-64 letters, digits, '_', '.', '-'"
-            )
-        if (
-            not isinstance(self.prefix, str)
-            or not self.prefix
-            or any(c in self.prefix for c in "+#\0")
-            or self.prefix.endswith("/")
-        ):
-            raise ContractError(f"invalid topic prefix {_show(self.prefix)}")
-
-    @property
-    def base(self) -> str:
-        return f"{self.prefix}/{self.fleet}/"
-
-    @property
-    def global_model(self) -> str:
-        return self.base + "global"
-
-    @property
-    def rounds(self) -> str:
-        return self.base + "rounds"
-
-    @property
-    def aggregator_status(self) -> str:
-        return self.base + "aggregator/status"
-
-    def worker_update(self, worker_id: str) -> str:
-        return f"{self.base}workers/{check_worker_id(worker_id)}/update"
-
-    def worker_loss(self, worker_id: str) -> str:
-        return f"{self.base}workers/{check_worker_id(worker_id)}/loss"
-
-    def worker_status(self, worker_id: str) -> str:
-        return f"{self.base}workers/{check_worker_id(worker_id)}/status"
-
-    def worker_receipt(self, worker_id: str) -> str:
-        return f"{self.base}workers/{check_worker_id(worker_id)}/receipt"
-
-    @property
-    def all_updates(self) -> str:
-        return self.base + "workers/+/update"
-
-    @property
-    def all_losses(self) -> str:
-        return self.base + "workers/+/loss"
-
-    @property
-    def all_worker_status(self) -> str:
-        return self.base + "workers/+/status"
-
-    @property
-    def all_receipts(self) -> str:
-        return self.base + "workers/+/receipt"
-
-    def parse_worker_topic(self, topic: str) -> tuple[str, str]:
-        """Split ``.../workers/<id>/<kind>`` into ``(id, kind)``; ContractError otherwise.
-
-        ``kind`` is one of ``update``, ``loss``, ``status``, ``receipt``.
-        """
-        prefix = self.base + "workers/"
-        if not isinstance(topic, str) or not topic.startswith(prefix):
-            raise ContractError(
-                f"topic {_show(topic, 200)} is not a worker topic of fleet {self.fleet}"
-            )
-        parts = topic[len(prefix) :].split("/")
-        if len(parts) != 2 or parts[1] not in ("update", "loss", "status", "receipt"):
-            raise ContractError(
-                f"topic {_show(topic, 200)} is not a worker topic of fleet {self.fleet}"
-            )
-        return check_worker_id(parts[0]), parts[1]
 
 
 @dataclass(frozen=True)
