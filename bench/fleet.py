@@ -58,9 +58,6 @@ class RoundFigures:
     peak_rss_mb: float
     counted: int
     close_s: float = float("nan")  #: the aggregator's own time to aggregate at the close
-    #: from the aggregator taking the round's last update off its queue to its new global model
-    #: (the aggregator's clock): the close alone, without the backlog before it
-    received_to_global_s: float = float("nan")
 
     def line(self) -> str:
         return (
@@ -70,10 +67,7 @@ class RoundFigures:
         )
 
     def close_line(self) -> str:
-        return (
-            f"{self.workers:>7,d} {self.round:>5d} {self.close_s:>12.2f} "
-            f"{self.received_to_global_s:>16.2f}"
-        )
+        return f"{self.workers:>7,d} {self.round:>5d} {self.close_s:>12.2f}"
 
 
 HEADER = f"{'workers':>7s} {'round':>5s} {'first->global':>12s} {'last->global':>12s} " + (
@@ -229,30 +223,19 @@ async def run_size(
                 agg.kill()
             watch.close()
             closes = _close_times(Path(tmp) / "agg.db")
-    nan = (float("nan"), float("nan"))
-    return [
-        dataclasses.replace(
-            f,
-            close_s=closes.get(f.round, nan)[0],
-            received_to_global_s=closes.get(f.round, nan)[1],
-        )
-        for f in out
-    ]
+    return [dataclasses.replace(f, close_s=closes.get(f.round, float("nan"))) for f in out]
 
 
-def _close_times(db: Path) -> dict[int, tuple[float, float]]:
-    """Per round: the aggregator's time to aggregate at the close (its stored metric), and from
-    its taking the round's last update to the new global model (both on its own clock)."""
+def _close_times(db: Path) -> dict[int, float]:
+    """Per round, the aggregator's time to aggregate at the close (its stored metric)."""
     try:
         with contextlib.closing(sqlite3.connect(db)) as conn:
             rows = conn.execute(
-                "SELECT m.round, m.value, g.created - (SELECT MAX(p.received) FROM participants p "
-                "WHERE p.round = m.round) FROM metrics m JOIN globals g ON g.round = m.round + 1 "
-                "WHERE m.name = 'aggregate_s'"
+                "SELECT round, value FROM metrics WHERE name = 'aggregate_s'"
             ).fetchall()
     except sqlite3.Error:
         return {}
-    return {int(r): (float(v), float("nan") if lag is None else float(lag)) for r, v, lag in rows}
+    return {int(r): float(v) for r, v in rows}
 
 
 def plot(figures: list[RoundFigures], path: Path) -> None:
@@ -306,11 +289,7 @@ def main(args: argparse.Namespace) -> int:
                 say=lambda line: print(line, flush=True),
             )
         )
-    print(
-        "the aggregator at the close (its clock, s): aggregating, and from taking the last update "
-        "to the new global model"
-    )
-    print(f"{'workers':>7s} {'round':>5s} {'aggregate':>12s} {'last->global':>16s}")
+    print("the aggregator's time to aggregate when the round closes (s)")
     for f in figures:
         print(f.close_line())
     last = {f.workers: f for f in figures}  # the last round of each size

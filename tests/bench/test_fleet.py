@@ -31,9 +31,6 @@ def test_the_fleet_bench_counts_every_worker_of_every_round_at_two_sizes(tmp_pat
         ("25", "0", "25"),
         ("25", "1", "25"),
     ], out.stdout
-    closes = re.findall(r"^\s+(\d+)\s+(\d)\s+([\d.]+)\s+(-?[\d.]+)$", out.stdout, re.MULTILINE)
-    assert [(w, r) for w, r, _, _ in closes] == [("3", "0"), ("3", "1"), ("25", "0"), ("25", "1")]
-    assert all(0 <= float(lag) < 60 for _, _, _, lag in closes), out.stdout
     assert "aggregator CPU per round grows" in out.stdout
     assert "cpu_growth=" in out.stdout.splitlines()[-2]
     assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
