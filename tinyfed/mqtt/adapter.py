@@ -46,7 +46,13 @@ from tinyfed.mqtt.inbox import (
     Published as Published,
     Subscribed as Subscribed,
 )
-from tinyfed.mqtt.session import BrokerUrl, Throttle, connect, make_client
+from tinyfed.mqtt.session import (
+    BrokerUrl,
+    Throttle,
+    connect,
+    make_client,
+    publish_properties,
+)
 
 OFFLINE_WAIT_S = 2.0  #: how long an exit waits for the broker to acknowledge ``offline``
 WORKER_POLL_S = 0.1  #: how often a handler thread looks whether the session was closed
@@ -232,8 +238,11 @@ class MqttSession:
         return events
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> paho.MQTTMessageInfo:
-        """Publish at QoS 1."""
-        return self.client.publish(topic, payload, qos=1, retain=retain)
+        """Publish at QoS 1; under MQTT v5 with the payload's Content Type and Payload Format
+        Indicator (:func:`tinyfed.mqtt.topics.payload_format`)."""
+        return self.client.publish(
+            topic, payload, qos=1, retain=retain, properties=publish_properties(self.broker, topic)
+        )
 
     def publish_status(self, payload: bytes) -> paho.MQTTMessageInfo:
         """Publish the application's retained status (QoS 1) on ``status_topic``."""

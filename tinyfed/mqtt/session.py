@@ -51,6 +51,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tinyfed.errors import UsageError
+from tinyfed.mqtt.topics import payload_format
 
 #: The MQTT layer's log keeps its name, "tinyfed.mqtt" (people and tests filter on it).
 log = logging.getLogger("tinyfed.mqtt")
@@ -355,6 +356,20 @@ def tls_context(ca: str | None) -> ssl.SSLContext:
         raise UsageError(f"TINYFED_MQTT_CA={ca}: cannot load a CA bundle from it ({exc})") from exc
 
 
+def publish_properties(
+    broker: BrokerUrl, topic: str, packet: int = PacketTypes.PUBLISH
+) -> Properties | None:
+    """MQTT v5 properties that say what ``topic``'s payload is (None under MQTT 3.1.1, which
+    has no properties): Content Type, and Payload Format Indicator 1 for UTF-8 text."""
+    if not broker.v5:
+        return None
+    content_type, utf8 = payload_format(topic)
+    props = Properties(packet)  # type: ignore[no-untyped-call]
+    props.ContentType = content_type
+    props.PayloadFormatIndicator = 1 if utf8 else 0
+    return props
+
+
 def make_client(
     broker: BrokerUrl,
     client_id: str,
@@ -387,7 +402,13 @@ def make_client(
     if broker.tls:
         client.tls_set_context(tls_context(ca))
     if will_topic is not None:
-        client.will_set(will_topic, will_payload, qos=1, retain=True)
+        client.will_set(
+            will_topic,
+            will_payload,
+            qos=1,
+            retain=True,
+            properties=publish_properties(broker, will_topic, PacketTypes.WILLMESSAGE),
+        )
     client.reconnect_delay_set(min_delay=1, max_delay=8)
     return client
 

@@ -9,6 +9,19 @@ from tinyfed.mqtt.fields import _WORKER_ID, DEFAULT_PREFIX, ContractError, _show
 
 _FLEET = _WORKER_ID  #: a fleet name follows the worker id's rules (one topic level)
 
+#: MQTT v5 Content Type of the model payloads (``global``, ``workers/<id>/update``): msgpack
+MSGPACK_CONTENT_TYPE = "application/vnd.msgpack"
+#: MQTT v5 Content Type of every other tinyfed payload: UTF-8 JSON
+JSON_CONTENT_TYPE = "application/json"
+
+
+def payload_format(topic: str) -> tuple[str, bool]:
+    """``(content type, is UTF-8 text)`` of what a tinyfed topic carries, from its last level:
+    what a publisher puts in the MQTT v5 Content Type and Payload Format Indicator, so any
+    client can tell the JSON topics from the msgpack ones without knowing the contract."""
+    binary = topic.rsplit("/", 1)[-1] in ("global", "update")
+    return (MSGPACK_CONTENT_TYPE, False) if binary else (JSON_CONTENT_TYPE, True)
+
 
 @dataclass(frozen=True)
 class Topics:
