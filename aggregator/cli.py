@@ -115,6 +115,13 @@ def register(subparsers: Any) -> None:
         help="SQLite file (env TINYFED_AGGREGATOR_DB; default tinyfed-aggregator-FLEET.sqlite3)",
     )
     state.add_argument("--init", metavar="MODEL.bin", help="round-0 model instead of the paper's")
+    ops = p.add_argument_group("operations")
+    ops.add_argument(
+        "--metrics",
+        metavar="[HOST]:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (env "
+        "TINYFED_AGGREGATOR_METRICS; e.g. :9102, or 0.0.0.0:9102 for a Prometheus elsewhere)",
+    )
     p.set_defaults(func=main)
 
 

@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as paho
 
+from tinyfed.aggregator.metrics import AggregatorMetrics
 from tinyfed.aggregator.resume import open_machine
 from tinyfed.aggregator.rounds import (
     Accepted,
@@ -104,12 +105,15 @@ class AggregatorService:
         self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
         self._prune = True  # closed rounds' update blobs may be left to delete (from a crash)
         self._last_message = -1e9  # when the last batch of messages was handled (clock)
+        self.metrics = AggregatorMetrics()
 
     # ------------------------------------------------------------------ main thread
 
     def run(self, stop: threading.Event) -> int:
         """Serve until ``stop`` is set; return the exit code."""
         s = self.settings
+        if s.metrics is not None:  # first: a port in use is refused before anything starts
+            self.metrics.serve(s.metrics)
         store = Store(s.db)
         try:
             self.machine = open_machine(s, store, self._clock())
@@ -145,6 +149,7 @@ class AggregatorService:
                 self._shutdown()
         finally:
             store.close()
+            self.metrics.close()
         return 0
 
     def _next_events(self) -> list[Event]:
@@ -177,6 +182,8 @@ class AggregatorService:
             self._publish_global(now, repair=True)
         self._tick(now)
         self._publish_status_if_due(now)
+        m = self.machine
+        self.metrics.progress(m.round, len(m.expected), len(m.reported), self.mqtt.inbox.peak)
         if self._prune and now - self._last_message >= PRUNE_IDLE_S and not self.mqtt.inbox:
             self._prune_some()
 
@@ -206,6 +213,7 @@ class AggregatorService:
     def _connected(self, event: Connected) -> None:
         if event.failed:
             return  # the session logged it (once per cause and minute); paho retries
+        self.metrics.connections.inc()
         self._publish_status()
         # Under MQTT 3.1.1 there is no No Local: our own global models come back, match the
         # database and are ignored.
@@ -249,6 +257,7 @@ class AggregatorService:
             return decisions
         except Exception as exc:  # one message must never stop the service
             self.poisoned += 1
+            self.metrics.poisoned.inc()
             log.exception(
                 "message on %s (%d bytes) could not be handled: rejected (%d so far)",
                 m.topic,
@@ -368,6 +377,7 @@ class AggregatorService:
 
     def _announce(self, decisions: list[Decision]) -> None:
         """Publish what committed ``decisions`` mean: receipts, global models, round events."""
+        self.metrics.decided(decisions)
         for d in decisions:
             if isinstance(d, Accepted):
                 u = d.update

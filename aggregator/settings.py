@@ -19,6 +19,7 @@ from tinyfed.aggregator.rounds import RoundPolicy
 from tinyfed.aggregator.strategies import STRATEGIES, Strategy
 from tinyfed.errors import ModelError, UsageError
 from tinyfed.features import pipelines
+from tinyfed.listen import parse_listen_address
 from tinyfed.mqtt.contract import ContractError, HyperParams, Topics, check_worker_id
 from tinyfed.mqtt.session import BrokerUrl, parse_broker_url
 
@@ -53,6 +54,7 @@ class Settings:
     db: Path
     init: Path | None = None
     client_id: str = ""
+    metrics: tuple[str, int] | None = None  #: where to serve Prometheus metrics (None: not)
 
     @property
     def fleet(self) -> str:
@@ -153,6 +155,7 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
         except ModelError as exc:
             raise UsageError(f"--init: {exc}") from exc
     db = Path(args.db or environ.get("TINYFED_AGGREGATOR_DB") or default_db(fleet))
+    metrics = getattr(args, "metrics", None) or environ.get("TINYFED_AGGREGATOR_METRICS")
     return Settings(
         broker=broker,
         topics=topics,
@@ -163,4 +166,5 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
         db=db,
         init=init,
         client_id=f"tinyfed-aggregator-{topics.prefix.replace('/', '-')}-{fleet}",
+        metrics=parse_listen_address(metrics, "--metrics") if metrics else None,
     )

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "tinyfed.errors": LIBRARY,
     "tinyfed.help": LIBRARY,
     "tinyfed.mqtt": LIBRARY,
+    "tinyfed.listen": LIBRARY,
     "tinyfed.link": LIBRARY,
     "tinyfed.features": LIBRARY,
     "tinyfed.model": LIBRARY,

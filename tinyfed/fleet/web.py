@@ -29,6 +29,7 @@ from typing import Any
 
 from tinyfed.errors import UsageError
 from tinyfed.fleet.recorder import FleetSnapshot
+from tinyfed.listen import parse_listen_address
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,7 @@ Snapshotter = Callable[[], FleetSnapshot]
 
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` or ``:PORT`` (127.0.0.1) to an address; UsageError naming a bad value."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise UsageError(f"--web: give HOST:PORT or :PORT (e.g. :8080), got {text!r}")
-    return host or "127.0.0.1", int(port)
+    return parse_listen_address(text, "--web")
 
 
 def _num(x: float | None) -> float | None:
