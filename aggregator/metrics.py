@@ -115,6 +115,8 @@ class AggregatorMetrics:
             self.rounds.labels(outcome)
         for outcome in ("accepted", "duplicate", "rejected"):
             self.updates.labels(outcome)
+        for kind in (*(k for k, _ in _KINDS), "malformed"):  # every series from the start
+            self.rejections.labels(kind)
         self._server: Any = None
 
     def serve(self, address: tuple[str, int]) -> int:

@@ -36,6 +36,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tinyfed.aggregator.metrics import AggregatorMetrics
 from tinyfed.deploy import cli as deploy_cli
 from tinyfed.errors import UsageError
 from tinyfed.mqtt import contract
@@ -213,6 +214,7 @@ def compose_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 PROFILES = {
     None: {"mosquitto", "aggregator"},
+    "monitoring": {"mosquitto", "aggregator", "dashboard", "prometheus", "grafana"},
     "boards": {"mosquitto", "aggregator", "gateway-1"},
     "virtual": {
         "mosquitto",
@@ -245,6 +247,53 @@ def test_compose_file_is_valid(compose_secrets: Path, profile: str | None) -> No
         worker = service.command[service.command.index("--worker-id") + 1]
         assert service.environment["TINYFED_MQTT_USERNAME"] == worker, name
         assert service.environment["TINYFED_MQTT_PASSWORD"], name
+
+
+def _exported_metric_names() -> set[str]:
+    """Every metric name tinyfed serves: the aggregator's registry and the dashboard's text."""
+    names = {
+        sample.name
+        for family in AggregatorMetrics().registry.collect()
+        for sample in family.samples
+    }
+    names |= {m.name for m in AggregatorMetrics().registry.collect()}  # histogram/counter bases
+    web_source = (ROOT / "tinyfed" / "fleet" / "web.py").read_text()
+    names |= {f"tinyfed_{n}" for n in re.findall(r'metric\(\s*"([a-z_]+)"', web_source)}
+    return names
+
+
+def test_the_grafana_dashboard_and_prometheus_use_what_tinyfed_serves(
+    compose_secrets: Path,
+) -> None:
+    # Every metric a Grafana panel queries exists (a renamed metric would empty a panel).
+    board = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "tinyfed.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    used = {
+        re.sub(r"_(bucket|count|sum)$", "", n) for e in exprs for n in re.findall(r"tinyfed_\w+", e)
+    }
+    exported = _exported_metric_names()
+    assert used, "the dashboard queries nothing"
+    assert used <= exported, f"not served by tinyfed: {sorted(used - exported)}"
+    # Prometheus scrapes the ports the compose file's services listen on.
+    targets = re.findall(r'"(\w+):(\d+)"', (ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
+    env = {**os.environ, "TINYFED_SECRETS": str(compose_secrets), "TINYFED_FLEET": "lab"}
+    services = _rendered_services(binary, ["-f", str(COMPOSE_FILE), "--profile", "monitoring"], env)
+    listens = {
+        "aggregator": services["aggregator"].command[
+            services["aggregator"].command.index("--metrics") + 1
+        ],
+        "dashboard": services["dashboard"].command[
+            services["dashboard"].command.index("--web") + 1
+        ],
+    }
+    assert targets == [
+        ("aggregator", listens["aggregator"].split(":")[1]),
+        ("dashboard", listens["dashboard"].split(":")[1]),
+    ]
+    assert all(v.startswith("0.0.0.0:") for v in listens.values()), listens
 
 
 # ----------------------------------------------------------------------------- real broker
