@@ -10,6 +10,7 @@ import signal
 
 from tinyfed.gateway import settings as defaults
 from tinyfed.gateway.bridge import Bridge
+from tinyfed.gateway.metrics import GatewayMetrics
 from tinyfed.gateway.settings import GatewaySettings
 from tinyfed.mqtt import contract
 
@@ -131,6 +132,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "one it is sent again (same upload id) after this long, then doubling up to 5 minutes, "
         "and at once when the broker or the aggregator comes back (default: %(default)s)",
     )
+    p.add_argument(
+        "--metrics",
+        metavar="[HOST]:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (env TINYFED_GATEWAY_METRICS;"
+        " e.g. :9103): the board link's round trips, retries and transfers, MQTT reconnections,"
+        " the outbox",
+    )
     p.set_defaults(func=run)
 
 
@@ -143,9 +151,15 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(settings: GatewaySettings) -> None:
     bridge = Bridge(settings)
+    metrics = GatewayMetrics(bridge)
+    if settings.metrics is not None:
+        metrics.serve(settings.metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, bridge.stop)
     log.info("gateway: %s <-> %s, fleet %s", settings.device, settings.broker, settings.fleet)
-    await bridge.run()
+    try:
+        await bridge.run()
+    finally:
+        metrics.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tinyfed.errors import UsageError
 from tinyfed.link.transports import check_url
+from tinyfed.listen import parse_listen_address
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import ContractError, Topics
 from tinyfed.mqtt.session import BrokerUrl, parse_broker_url
@@ -45,6 +46,7 @@ class GatewaySettings:
     reconnect_max: float = RECONNECT_MAX
     resend_min: float = DEFAULT_RESEND_AFTER
     resend_max: float = RESEND_MAX
+    metrics: tuple[str, int] | None = None  #: where to serve Prometheus metrics (None: not)
 
     def __post_init__(self) -> None:
         check_url(self.device)
@@ -89,6 +91,7 @@ class GatewaySettings:
         assert broker
         assert fleet
         environ = dict(os.environ)
+        metrics = getattr(args, "metrics", None) or environ.get("TINYFED_GATEWAY_METRICS")
         if args.username:
             environ["TINYFED_MQTT_USERNAME"] = args.username
         if args.password:
@@ -105,4 +108,5 @@ class GatewaySettings:
             link_retries=args.link_retries,
             resend_min=args.resend_after,
             resend_max=max(RESEND_MAX, args.resend_after),
+            metrics=parse_listen_address(metrics, "--metrics") if metrics else None,
         )

@@ -76,6 +76,7 @@ class Uplink:
         self._on_global = on_global
         self.mqtt: MqttSession | None = None
         self.connected = False
+        self.connections = 0  #: connections made to the broker (more than 1: reconnections)
         self.receipts: dict[str, contract.Receipt] = {}  #: last receipts seen, by upload id
         self._aggregator: tuple[str, int | None, int | None] | None = None
         self._timer: asyncio.Task[None] | None = None
@@ -189,6 +190,7 @@ class Uplink:
         if mqtt is None or event.failed:
             return  # a refusal is logged by the session, once per cause and minute
         self.connected = True
+        self.connections += 1
         mqtt.subscribe(
             [
                 self.topics.global_model,
