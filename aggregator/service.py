@@ -33,6 +33,7 @@ asks the :class:`~tinyfed.aggregator.rounds.RoundMachine`, persists each decisio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import threading
@@ -391,11 +392,11 @@ class AggregatorService:
                     self._publish_receipt(r.worker_id, r.upload_id, d.round, "rejected", r.reason)
             elif isinstance(d, RoundClosed):
                 self._publish_global(d.event.time)
-                self._publish_round(d.event)
+                self._publish_round(dataclasses.replace(d.event, metrics=d.metrics))
                 self._status_dirty = True
                 self._prune = True
             elif isinstance(d, RoundFailed):
-                self._publish_round(d.event)
+                self._publish_round(dataclasses.replace(d.event, metrics=d.metrics))
                 self._status_dirty = True
                 # Asking again includes the model: a broker that lost the retained global
                 # model (a publish during a cluster node's failover, say) would otherwise

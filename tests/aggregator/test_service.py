@@ -244,6 +244,12 @@ def test_all_workers_report_and_every_board_can_catch_up(
     assert [(p.worker_id, p.weight) for p in event.participants] == [("a", 10.0), ("b", 4.0)]
     assert event.global_sha256 == g1.sha256 == retained.sha256
     assert event.loss_mean == pytest.approx(0.3)
+    # the round's figures travel with its event (what the aggregator stores as metrics)
+    assert event.metrics["participants"] == 2
+    assert event.metrics["total_weight"] == 14
+    assert event.metrics["loss_min"] <= event.metrics["loss_mean"] <= event.metrics["loss_max"]
+    assert event.metrics["update_norm_max"] > 0
+    assert "aggregate_s" in event.metrics
     assert pruned, "the closed round's update blobs were not deleted while the service idled"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -552,3 +554,27 @@ def test_a_receipt_the_contract_cannot_carry_is_not_encoded(
     }
     with pytest.raises(ContractError, match=reason):
         contract.encode_receipt(contract.Receipt(**fields))  # type: ignore[arg-type]
+
+
+def test_a_round_event_carries_its_figures() -> None:
+    figures = {"participants": 3.0, "loss_min": 0.12, "update_norm_max": 4.5, "nan": math.nan}
+    e = contract.RoundEvent(0, "closed", "fedavg", metrics=figures)
+    back = contract.decode_round_event(contract.encode_round_event(e))
+    assert back.metrics == {"participants": 3.0, "loss_min": 0.12, "update_norm_max": 4.5}
+    assert contract.decode_round_event(b'{"v":1,"round":0,"outcome":"failed"}').metrics == {}
+
+
+@pytest.mark.parametrize(
+    ("metrics", "message"),
+    [
+        ('{"Loss Min": 1}', "metrics.Loss Min"),
+        ('{"loss": "x"}', "metrics.loss"),
+        ('{"loss": 1e999}', "metrics.loss"),
+        ("[1, 2]", "'metrics' has type list"),
+        ("{" + ",".join(f'"m{i}": {i}' for i in range(40)) + "}", "40 entries, at most 32"),
+    ],
+)
+def test_a_round_events_figures_are_checked(metrics: str, message: str) -> None:
+    payload = f'{{"v":1,"round":0,"outcome":"closed","metrics":{metrics}}}'.encode()
+    with pytest.raises(ContractError, match=re.escape(message)):
+        contract.decode_round_event(payload)

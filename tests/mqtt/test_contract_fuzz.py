@@ -283,6 +283,13 @@ def _check_value(value: object, where: str) -> None:
     elif isinstance(value, tuple):
         for i, v in enumerate(value):
             _check_value(v, f"{where}[{i}]")
+    elif isinstance(value, dict):  # a round event's figures: names to finite floats
+        assert len(value) <= contract.MAX_METRICS, f"{where} has {len(value)} entries"
+        for k, v in value.items():
+            assert isinstance(k, str), f"{where} has a key of type {type(k)}"
+            assert 1 <= len(k) <= contract.MAX_LABEL_TEXT, f"{where} key {k!r}"
+            assert type(v) is float, f"{where}.{k} is a {type(v)}"
+            _check_value(v, f"{where}.{k}")
     elif isinstance(value, np.ndarray):
         assert value.dtype == np.float32
         assert value.shape == (model.N_PARAMS,)

@@ -73,6 +73,7 @@ from tinyfed.mqtt.fields import (
     MAX_LABEL_TEXT as MAX_LABEL_TEXT,
     MAX_LISTED as MAX_LISTED,
     MAX_LISTED_REJECTIONS as MAX_LISTED_REJECTIONS,
+    MAX_METRICS as MAX_METRICS,
     MAX_MODEL_PAYLOAD as MAX_MODEL_PAYLOAD,
     MAX_OUTPUTS as MAX_OUTPUTS,
     MAX_REASON as MAX_REASON,
@@ -273,6 +274,11 @@ class RoundEvent:
     participant_count: int = 0
     dropped_count: int = 0
     rejected_count: int = 0
+    #: the round's figures (the aggregator's: ``participants``, ``dropped``, ``rejected``,
+    #: ``total_weight``, ``duration_s``, ``loss_mean``/``loss_min``/``loss_max``,
+    #: ``update_norm_mean``/``update_norm_max``, ``aggregate_s``, ``clip_norm``, ``clipped``...),
+    #: at most :data:`MAX_METRICS` of them
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _raise_count(self, "participant_count", len(self.participants))
@@ -482,6 +488,10 @@ def decode_receipt(payload: bytes) -> Receipt:
     )
 
 
+def _finite(v: Any) -> bool:
+    return _is_number(v) and _fits_float(v) and math.isfinite(v)
+
+
 def encode_round_event(r: RoundEvent) -> bytes:
     """JSON payload of a round's outcome, below :data:`MAX_JSON_PAYLOAD` however long its lists.
 
@@ -510,6 +520,9 @@ def encode_round_event(r: RoundEvent) -> bytes:
                 "global_sha256": r.global_sha256,
                 "reason": _clip(r.reason),
                 "time": r.time,
+                "metrics": dict(  # a figure that is not a finite number is left out
+                    sorted((k, v) for k, v in r.metrics.items() if _finite(v))[:MAX_METRICS]
+                ),
             }
         )
 
@@ -568,6 +581,7 @@ def decode_round_event(payload: bytes) -> RoundEvent:
         participant_count=f.count("participant_count", len(participants)),
         dropped_count=f.count("dropped_count", len(dropped)),
         rejected_count=f.count("rejected_count", len(rejected)),
+        metrics=f.number_map("metrics"),
     )
 
 

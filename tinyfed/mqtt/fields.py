@@ -31,6 +31,8 @@ MAX_JSON_PAYLOAD = 64 * 1024
 MAX_INT: Final = 2**31 - 1
 #: Most workers listed by name in a round event's ``participants`` / ``dropped`` or the
 #: aggregator status's ``expected`` / ``reported``; the ``*_count`` fields carry the totals.
+MAX_METRICS: Final = 32  #: named figures a round event carries (``metrics``)
+_METRIC_NAME: Final = re.compile(r"[a-z0-9_]+")
 MAX_LISTED: Final = 100
 #: Most rejections listed in a round event (``rejected_count`` carries the total).
 MAX_LISTED_REJECTIONS: Final = 20
@@ -232,6 +234,26 @@ class _Fields:
 
     def sub(self, key: str) -> _Fields:
         return _Fields(self.get(key), self.what, f"{self.name(key)}.")
+
+    def number_map(self, key: str) -> dict[str, float]:
+        """A map (empty when absent) of at most :data:`MAX_METRICS` names (lower-case letters,
+        digits, ``_``; 1-64 characters) to finite numbers."""
+        value = self.get(key, {})
+        if not isinstance(value, dict):
+            raise ContractError(
+                f"{self.what}: field {self.name(key)!r} has type {type(value).__name__}"
+            )
+        if len(value) > MAX_METRICS:
+            raise ContractError(
+                f"{self.what}: field {self.name(key)!r} has {len(value)} entries, "
+                f"at most {MAX_METRICS}"
+            )
+        out: dict[str, float] = {}
+        for name, number in value.items():
+            where = f"{self.name(key)}.{name}" if isinstance(name, str) else self.name(key)
+            _text_value(name, where, self.what, 1, MAX_LABEL_TEXT, pattern=_METRIC_NAME)
+            out[name] = _float_value(number, where, self.what)
+        return out
 
     def count(self, key: str, listed: int) -> int:
         """A ``*_count`` total (the number listed when absent), never below that number."""
