@@ -62,7 +62,7 @@ workflow:
        tinyfed data synth --words montserrat,pedraforca --silence --out corpus
        tinyfed data import edge-impulse-export/ --out corpus   # Edge Impulse JSON / CBOR
   2. compute the paper's features (or --pipeline centroid)
-       tinyfed features corpus/montserrat/*.wav --out X.npy
+       tinyfed features --corpus corpus --out X.npy --labels-out Y.npy
   3. train and evaluate the paper's network offline
        tinyfed model init --out init.bin
        tinyfed train --features X.npy --labels Y.npy --init init.bin --out m.bin

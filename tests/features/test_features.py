@@ -14,6 +14,8 @@ import pytest
 import scipy.fft
 
 from tinyfed.cli import main
+from tinyfed.data.synth import CLASSES_FILE
+from tinyfed.data.wav import write_wav
 from tinyfed.errors import UsageError
 from tinyfed.features import align, mfcc
 from tinyfed.features.pipelines import (
@@ -351,3 +353,54 @@ def test_features_command_runs_as_a_program(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "short.wav: 4000 samples (0.250 s), padded with zeros to 1 s" in result.stderr
     assert np.load(out).shape == (1, 650)
+
+
+def _tiny_corpus(root: Path) -> None:
+    """Three words, three clips each, in the Speech Commands layout (all in the train split)."""
+    rng = np.random.default_rng(4)
+    for w, word in enumerate(("vermell", "verd", "blau")):
+        (root / word).mkdir(parents=True)
+        for k in range(3):
+            tone = np.sin(2 * np.pi * (300 + 200 * w) * np.arange(16000) / 16000)
+            clip = (tone * 8000 + rng.normal(0, 300, 16000)).astype(np.int16)
+            write_wav(root / word / f"v{k}_nohash_{k}.wav", clip)
+    (root / "validation_list.txt").write_text("")
+    (root / "testing_list.txt").write_text("")
+    (root / CLASSES_FILE).write_text("vermell\nverd\nblau\n")  # the words' button order
+
+
+def test_features_of_a_corpus_come_with_labels_in_an_order_that_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare
+    _tiny_corpus(tmp_path / "corpus")
+    x, y = tmp_path / "X.npy", tmp_path / "Y.npy"
+    # Execute
+    code = main(
+        ["features", "--corpus", str(tmp_path / "corpus"), "--out", str(x), "--labels-out", str(y)]
+    )
+    # Assert: one clip of each word in turn, labels row for row, the classes named
+    assert code == 0
+    labels = np.load(y)
+    assert labels.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2]
+    assert np.load(x).shape == (9, 650)
+    assert "classes: 0 vermell, 1 verd, 2 blau" in capsys.readouterr().out
+    assert (
+        main(["train", "--features", str(x), "--labels", str(y), "--out", str(tmp_path / "m.bin")])
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "give either WAV clips or --corpus DIR"),
+        (["a.wav", "--corpus", "c"], "give either WAV clips or --corpus DIR"),
+        (["a.wav", "--labels-out", "Y.npy"], "--labels-out goes with --corpus"),
+    ],
+)
+def test_features_refuses_a_muddled_request(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["features", "--out", str(tmp_path / "X.npy"), *extra]) == 2
+    assert message in capsys.readouterr().err
