@@ -17,6 +17,8 @@ COMMANDS = [
     ["model", "init"],
     ["train"],
     ["eval"],
+    ["classify"],
+    ["model", "info"],
     ["experiment"],
     ["demo"],
     ["monitor"],

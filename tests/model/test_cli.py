@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 
 from tinyfed import model
 from tinyfed.cli import main
+from tinyfed.data.wav import read_wav, write_wav
+from tinyfed.features import get_pipeline
 from tinyfed.testbed import vectors
 
 
@@ -166,3 +169,50 @@ def test_eval_names_the_classes_it_is_given(
     assert [r.split()[0] for r in lines[header + 2 :]] == ["vermell", "verd", "blau"]
     assert main([*args, "--classes", "a,b"]) == 2
     assert "--classes: give 3 names" in capsys.readouterr().err
+
+
+def test_model_info_names_the_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    init = tmp_path / "init.bin"
+    main(["model", "init", "--out", str(init)])
+    capsys.readouterr()
+    assert main(["model", "info", str(init)]) == 0
+    out = capsys.readouterr().out
+    params = model.init_params()
+    assert f"sha256 {model.sha256(params)}" in out
+    assert f"crc32  {zlib.crc32(model.to_bytes(params)) & 0xFFFFFFFF:08x}" in out
+    assert "the paper's initial model" in out
+    (tmp_path / "bad.bin").write_bytes(b"\x00" * 10)
+    assert main(["model", "info", str(tmp_path / "bad.bin")]) == 2
+
+
+def test_classify_prints_what_the_model_hears_in_each_clip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare: two clips and a model
+    rng = np.random.default_rng(1)
+    clips = [
+        (np.sin(np.arange(16000) * f / 16000 * 2 * np.pi) * 9000).astype(np.int16)
+        for f in (300, 900)
+    ]
+    paths = []
+    for i, clip in enumerate(clips):
+        paths.append(tmp_path / f"c{i}.wav")
+        write_wav(paths[-1], clip + rng.normal(0, 50, 16000).astype(np.int16))
+    m = tmp_path / "m.bin"
+    model.save(model.init_params(seed=3), m)
+    # Execute
+    args = ["classify", *map(str, paths), "--model", str(m), "--classes", "a,b,c"]
+    assert main([*args, "--pipeline", "paper"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # Assert: one line per clip, the outputs the network gives for the clip's features
+    pipeline = get_pipeline("paper")
+    expected = model.forward(
+        model.init_params(seed=3),
+        pipeline.compute_batch(np.stack([read_wav(p) for p in paths])).astype(np.float32),
+    )
+    assert len(lines) == 2
+    for line, out in zip(lines, expected, strict=True):
+        assert f"a {out[0]:.3f}  b {out[1]:.3f}  c {out[2]:.3f}" in line
+        best = int(np.argmax(out))
+        assert ("abc"[best] if out[best] > 0.6 else "none") in line
+    assert main(["classify", str(paths[0]), "--model", str(m), "--classes", "a,b"]) == 2

@@ -7,6 +7,7 @@ import csv
 import logging
 import os
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,15 @@ import numpy as np
 import numpy.typing as npt
 
 from tinyfed import model
+from tinyfed.data.wav import read_wav
 from tinyfed.errors import ModelError, UsageError
+from tinyfed.features.pipelines import (
+    DEFAULT_PIPELINE,
+    N_SAMPLES,
+    PIPELINES,
+    fit_length,
+    get_pipeline,
+)
 from tinyfed.help import HelpFormatter
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,34 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p_init.add_argument("--seed", type=int, default=model.DEFAULT_SEED, help="random seed")
     p_init.add_argument("--out", type=Path, required=True, help="model file to write")
     p_init.set_defaults(func=_cmd_init)
+    p_info = model_sub.add_parser(
+        "info",
+        help="what a model file holds: size, checksums, weight ranges",
+        description="Check a model file and print its size, SHA-256 (as the MQTT contract "
+        "names models), CRC-32 (as the board reports it in MODEL_INFO), the range of each "
+        "layer's weights and whether it is the paper's initial model.",
+        formatter_class=fmt,
+    )
+    p_info.add_argument("model_file", type=Path, metavar="MODEL.bin")
+    p_info.set_defaults(func=_cmd_info)
+
+    p_classify = sub.add_parser(
+        "classify",
+        help="which keyword a model hears in WAV clips",
+        description="Compute each clip's features (the pipeline the model was trained with) "
+        "and print the model's three outputs and its answer: the class whose output is highest "
+        "and above 0.6, as the board lights it, or none.",
+        epilog="example:\n  tinyfed classify clip1.wav clip2.wav --model runs/demo/global.bin "
+        "--classes vermell,verd,blau",
+        formatter_class=fmt,
+    )
+    p_classify.add_argument("inputs", nargs="+", type=Path, metavar="IN.wav")
+    p_classify.add_argument("--model", type=Path, required=True, metavar="MODEL.bin")
+    p_classify.add_argument(
+        "--pipeline", default=DEFAULT_PIPELINE, help=f"one of: {', '.join(PIPELINES)}"
+    )
+    p_classify.add_argument("--classes", metavar="W1,W2,W3", help="names of classes 0..2")
+    p_classify.set_defaults(func=_cmd_classify)
 
     p_train = sub.add_parser(
         "train",
@@ -143,6 +180,62 @@ def confusion(params: model.F32, x: model.F32, y: npt.NDArray[np.int64]) -> npt.
     return matrix
 
 
+def _class_names(text: str | None) -> list[str]:
+    if not text:
+        return [str(c) for c in range(model.N_OUTPUTS)]
+    names = [n.strip() for n in text.split(",")]
+    if len(names) != model.N_OUTPUTS or not all(names):
+        raise UsageError(
+            f"--classes: give {model.N_OUTPUTS} names separated by commas, got {text!r}"
+        )
+    return names
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    params = _load_model(args.model_file)
+    raw = model.to_bytes(params)
+    hidden = params[: model.N_HIDDEN_PARAMS]
+    output = params[model.N_HIDDEN_PARAMS :]
+    print(f"{args.model_file}: {len(raw)} bytes, {model.N_PARAMS} float32 parameters, all finite")
+    print(f"sha256 {model.sha256(params)}")
+    print(f"crc32  {zlib.crc32(raw) & 0xFFFFFFFF:08x} (the board's MODEL_INFO)")
+    print(
+        f"hidden layer {model.N_INPUTS}+1 x {model.N_HIDDEN}: weights "
+        f"{hidden.min():+.4f} .. {hidden.max():+.4f}, mean |w| {np.abs(hidden).mean():.4f}"
+    )
+    print(
+        f"output layer {model.N_HIDDEN}+1 x {model.N_OUTPUTS}: weights "
+        f"{output.min():+.4f} .. {output.max():+.4f}, mean |w| {np.abs(output).mean():.4f}"
+    )
+    if np.array_equal(params, model.init_params()):
+        print("this is the paper's initial model (seed 12345): it has not been trained")
+    return 0
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    names = _class_names(args.classes)
+    params = _load_model(args.model)
+    pipeline = get_pipeline(args.pipeline)
+    clips = np.empty((len(args.inputs), N_SAMPLES), np.int16)
+    for i, path in enumerate(args.inputs):
+        try:
+            clips[i], note = fit_length(read_wav(path))
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from exc
+        if note is not None:
+            log.warning("%s: %s", path, note)
+    outputs = model.forward(params, pipeline.compute_batch(clips).astype(np.float32))
+    width = max(len(str(p)) for p in args.inputs)
+    for path, out in zip(args.inputs, outputs, strict=True):
+        best = int(np.argmax(out))
+        heard = (
+            names[best] if out[best] > model.DETECTION_THRESHOLD else "none (no output above 0.6)"
+        )
+        shown = "  ".join(f"{n} {v:.3f}" for n, v in zip(names, out, strict=True))
+        print(f"{path!s:<{width}}  {heard:<10}  [{shown}]")
+    return 0
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be 0..{MAX_SEED}, got {args.seed}")
@@ -220,13 +313,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     accuracy = float(np.trace(matrix) / matrix.sum())
     print(f"accuracy {accuracy:.4f} ({int(np.trace(matrix))}/{int(matrix.sum())})")
     print(f"above the 0.6 threshold: {lit:.4f}")
-    names = [str(c) for c in range(model.N_OUTPUTS)]
-    if args.classes:
-        names = [n.strip() for n in args.classes.split(",")]
-        if len(names) != model.N_OUTPUTS or not all(names):
-            raise UsageError(
-                f"--classes: give {model.N_OUTPUTS} names separated by commas, got {args.classes!r}"
-            )
+    names = _class_names(args.classes)
     width = max(6, *(len(n) for n in names))
     print("confusion matrix (rows: true class, columns: predicted)")
     print(" " * (width + 1) + " ".join(f"{n:>{width}s}" for n in names))
