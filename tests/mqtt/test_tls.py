@@ -297,6 +297,9 @@ def test_a_refused_connection_is_logged_naming_host_and_port(
     finally:
         client.close()
     assert record.levelno == logging.WARNING
+    # what to check, and how often it is tried
+    assert "is the broker running, and listening on that port?" in record.getMessage()
+    assert "trying again every 1-8 s" in record.getMessage()
 
 
 def test_tls_to_a_plain_listener_is_logged_as_a_failed_handshake(
@@ -360,7 +363,8 @@ def test_the_certificate_is_looked_at_only_when_a_mismatch_is_logged(
     assert mqtt_log(caplog) == [
         "TLS hostname mismatch: the broker's certificate at broker:8883 is not valid for "
         "'broker' (it is for DNS other.example, IP Address 10.0.0.1); use a broker URL with a "
-        "name the certificate lists, or issue the broker a certificate for this name"
+        "name the certificate lists, or issue the broker a certificate for this name; trying "
+        "again every 1-8 s, said again once a minute while it fails"
     ]
 
 

@@ -105,6 +105,9 @@ class BrokerUrl:
         return f"{scheme}://{user}{self.host}:{self.port}{query}"
 
 
+#: paho's reconnection backoff: the first wait, doubling up to the last (s)
+RETRY_MIN_S, RETRY_MAX_S = 1, 8
+
 def parse_broker_url(url: str, *, env: dict[str, str] | None = None) -> BrokerUrl:
     """Parse ``mqtt://`` / ``mqtts://`` URLs; raise :class:`UsageError` naming a bad value."""
     environ = os.environ if env is None else env
@@ -305,7 +308,8 @@ class ConnectFailureLog:
                 f" (still failing: {self._attempts} attempts in the last "
                 f"{now - self._logged_at:.0f} s)"
                 if same
-                else ""
+                else f"; trying again every {RETRY_MIN_S}-{RETRY_MAX_S} s, said again once a"
+                f" minute while it fails"
             )
             self._cause, self._logged_at, self._attempts = failure.cause, now, 0
         if getattr(exc, "verify_code", None) in _NAME_MISMATCH:
@@ -409,7 +413,7 @@ def make_client(
             retain=True,
             properties=publish_properties(broker, will_topic, PacketTypes.WILLMESSAGE),
         )
-    client.reconnect_delay_set(min_delay=1, max_delay=8)
+    client.reconnect_delay_set(min_delay=RETRY_MIN_S, max_delay=RETRY_MAX_S)
     return client
 
 
