@@ -92,6 +92,12 @@ def register(subparsers: Any) -> None:
     hyper.add_argument(
         "--local-steps", default="10", help="steps per round; also the cap on an update's weight"
     )
+    hyper.add_argument(
+        "--classes",
+        metavar="W1,W2,W3",
+        help="the words of the outputs in button order (env TINYFED_CLASSES), sent with every "
+        "global model so that loss events and dashboards name them",
+    )
     hyper.add_argument("--lr", default="0.3", help="boards' learning rate")
     hyper.add_argument("--momentum", default="0.9", help="boards' momentum")
     hyper.add_argument(

@@ -412,7 +412,7 @@ class AggregatorService:
             if now - self._last_repair < REPUBLISH_MIN_INTERVAL_S:
                 return
             self._last_repair = now
-        g = self.machine.current
+        g = dataclasses.replace(self.machine.current, classes=self.settings.classes)
         self.mqtt.publish(self.topics.global_model, contract.encode_global(g), retain=True)
         log.info("published global model %d (%s)", g.round, g.sha256[:12])
 

@@ -20,7 +20,13 @@ from tinyfed.aggregator.strategies import STRATEGIES, Strategy
 from tinyfed.errors import ModelError, UsageError
 from tinyfed.features import pipelines
 from tinyfed.listen import parse_listen_address
-from tinyfed.mqtt.contract import ContractError, HyperParams, Topics, check_worker_id
+from tinyfed.mqtt.contract import (
+    MAX_LABEL_TEXT,
+    ContractError,
+    HyperParams,
+    Topics,
+    check_worker_id,
+)
 from tinyfed.mqtt.session import BrokerUrl, parse_broker_url
 
 DEFAULT_BROKER = "mqtt://localhost:1883"
@@ -55,6 +61,7 @@ class Settings:
     init: Path | None = None
     client_id: str = ""
     metrics: tuple[str, int] | None = None  #: where to serve Prometheus metrics (None: not)
+    classes: tuple[str, ...] = ()  #: the words of the outputs, sent with every global model
 
     @property
     def fleet(self) -> str:
@@ -156,6 +163,17 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
             raise UsageError(f"--init: {exc}") from exc
     db = Path(args.db or environ.get("TINYFED_AGGREGATOR_DB") or default_db(fleet))
     metrics = getattr(args, "metrics", None) or environ.get("TINYFED_AGGREGATOR_METRICS")
+    classes_arg = getattr(args, "classes", None) or environ.get("TINYFED_CLASSES") or ""
+    classes = tuple(c.strip() for c in classes_arg.split(",")) if classes_arg else ()
+    if classes and (
+        len(classes) > model.N_OUTPUTS
+        or not all(0 < len(c) <= MAX_LABEL_TEXT for c in classes)
+        or len(set(classes)) != len(classes)
+    ):
+        raise UsageError(
+            f"--classes: give up to {model.N_OUTPUTS} different words separated by commas, "
+            f"got {classes_arg!r}"
+        )
     return Settings(
         broker=broker,
         topics=topics,
@@ -167,4 +185,5 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
         init=init,
         client_id=f"tinyfed-aggregator-{topics.prefix.replace('/', '-')}-{fleet}",
         metrics=parse_listen_address(metrics, "--metrics") if metrics else None,
+        classes=classes,
     )

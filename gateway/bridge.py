@@ -83,6 +83,7 @@ class Bridge:
         self._stop = asyncio.Event()
         self._board_ready = asyncio.Event()
         self._pending_global: GlobalModel | None = None
+        self._classes: tuple[str, ...] = ()  #: the words of the outputs (the global model's)
 
     # -- running --------------------------------------------------------------------------
 
@@ -203,6 +204,9 @@ class Bridge:
         elif isinstance(event, InferReport | StateReport):
             log.debug("board: %s", event)
 
+    def _word(self, index: int | None) -> str:
+        return self._classes[index] if index is not None and index < len(self._classes) else ""
+
     def _on_loss(self, loss: LossReport) -> None:
         state = self.state
         assert state is not None
@@ -216,6 +220,8 @@ class Bridge:
             prediction=loss.prediction,
             round=loss.model_round,
             time=time.time(),
+            word=self._word(loss.label),
+            heard=self._word(loss.prediction),
         )
         if not math.isfinite(event.loss) or not all(math.isfinite(o) for o in event.outputs):
             log.warning("board reported a non-finite loss at step %d; not forwarded", loss.step)
@@ -342,6 +348,7 @@ class Bridge:
             await uplink.stop()
 
     def _on_global(self, g: GlobalModel) -> None:
+        self._classes = g.classes or self._classes
         if self.state is None:
             self._pending_global = g
         else:

@@ -368,6 +368,8 @@ class Peer:
         local_steps: int = 3,
         pipeline: str = "centroid",
         lr: float = 0.1,
+        *,
+        classes: tuple[str, ...] = (),
     ) -> contract.GlobalModel:
         g = contract.GlobalModel(
             round=round,
@@ -375,6 +377,7 @@ class Peer:
             hyper=contract.HyperParams(lr=lr, momentum=0.9, local_steps=local_steps),
             pipeline=pipeline,
             created=time.time(),
+            classes=classes,
         )
         self.publish_raw(contract.encode_global(g))
         return g

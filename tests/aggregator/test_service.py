@@ -19,6 +19,7 @@ import pytest
 from tinyfed import cli, model
 from tinyfed.aggregator import service, settings
 from tinyfed.aggregator.store import Store
+from tinyfed.errors import UsageError
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import (
     AggregatorStatus,
@@ -499,6 +500,21 @@ def test_a_late_echo_of_its_own_older_global_is_not_a_mismatch_but_a_foreign_one
     assert g1.round == 1
     assert echo_lines == []
     assert repaired, "a global model it never made went unanswered"
+
+
+def test_the_global_model_names_the_words_of_its_outputs(
+    broker: Mosquitto, fleet: str, tmp_path: Path
+) -> None:
+    observer = Observer(broker.url, Topics(fleet))
+    argv = flags(broker.url, fleet, tmp_path / "agg.db", "--classes", "vermell, verd,blau")
+    with aggregator_in_process(argv):
+        g0 = observer.global_model(0)
+    observer.close()
+    assert g0.classes == ("vermell", "verd", "blau")
+    for bad in ("a,a", "a,,b", ",".join("w" * 3 for _ in range(2)) + ",x" * 3):
+        args = cli.build_parser().parse_args(["aggregator", "--fleet", "f", "--classes", bad])
+        with pytest.raises(UsageError, match="--classes: give up to 3 different words"):
+            settings.from_args(args, env={})
 
 
 def test_help_explains_round_policy_strategies_and_restart(

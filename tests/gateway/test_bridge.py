@@ -86,7 +86,8 @@ def test_losses_are_forwarded_and_the_model_is_uploaded_after_the_local_steps(
     binary: Path, broker: Mosquitto, fleet: str, peer: Peer, tmp_path: Path
 ) -> None:
     # Prepare: 3 local steps per round; the scripted user presses 4 times after a pause.
-    g = peer.publish_global(7, model.init_params(seed=7), local_steps=3)
+    words = ("vermell", "verd", "blau")
+    g = peer.publish_global(7, model.init_params(seed=7), local_steps=3, classes=words)
     script = write_script(tmp_path / "user", presses=4, wait_model=True)
     with VirtualBoard(script, binary=binary, extra_args=BOARD_ARGS) as board:
         gw = Gateway(tmp_path, *gateway_args(board, broker, fleet, "--worker-id", "kitchen"))
@@ -109,6 +110,9 @@ def test_losses_are_forwarded_and_the_model_is_uploaded_after_the_local_steps(
     assert [e.step for e in losses[:3]] == [1, 2, 3]
     assert update.loss.mean == pytest.approx(np.mean([e.loss for e in losses[:3]]), rel=1e-6)
     assert all(e.worker_id == "kitchen" and len(e.outputs) == 3 for e in losses)
+    # the words travel with the global model: each loss event names its label and prediction
+    assert all(e.word == words[e.label] for e in losses)
+    assert all(e.heard == ("" if e.prediction is None else words[e.prediction]) for e in losses)
 
 
 def test_every_new_global_model_is_pushed_down(

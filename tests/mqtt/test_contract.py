@@ -578,3 +578,22 @@ def test_a_round_events_figures_are_checked(metrics: str, message: str) -> None:
     payload = f'{{"v":1,"round":0,"outcome":"closed","metrics":{metrics}}}'.encode()
     with pytest.raises(ContractError, match=re.escape(message)):
         contract.decode_round_event(payload)
+
+
+def test_the_words_travel_with_the_global_model_and_the_loss_events() -> None:
+    g = contract.GlobalModel(
+        1, model.init_params(), contract.HyperParams(), "centroid", classes=("vermell", "verd")
+    )
+    assert contract.decode_global(contract.encode_global(g)).classes == ("vermell", "verd")
+    e = contract.LossEvent("a", 1, 0.2, 1, (0.1, 0.7), 1, 0, 1.0, word="verd", heard="verd")
+    assert contract.decode_loss(contract.encode_loss(e)) == e
+    old = (  # a loss event from before the words
+        b'{"v":1,"worker":"a","step":1,"loss":0.1,"label":0,"outputs":[0.1],'
+        b'"prediction":null,"round":0,"time":1}'
+    )
+    assert (contract.decode_loss(old).word, contract.decode_loss(old).heard) == ("", "")
+    raw = msgpack.unpackb(contract.encode_global(g), raw=False)
+    for bad, message in ((["x"] * 17, "at most 16"), ([""], "classes[0]")):
+        raw["classes"] = bad
+        with pytest.raises(ContractError, match=re.escape(message)):
+            contract.decode_global(msgpack.packb(raw, use_bin_type=True))

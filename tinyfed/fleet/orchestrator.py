@@ -399,6 +399,8 @@ class Fleet:
             cfg.pipeline,
             "--strategy",
             cfg.strategy,
+            "--classes",
+            ",".join(cfg.scenario.classes),
             "--db",
             str(cfg.workdir / "aggregator.sqlite3"),
             *cfg.aggregator_args,

@@ -90,6 +90,7 @@ from tinyfed.mqtt.fields import (
     _json_load,
     _params,
     _show,
+    _text_value,
     _unpack,
     _worker_value,
     check_worker_id as check_worker_id,
@@ -144,6 +145,8 @@ class GlobalModel:
     pipeline: str
     arch: str = model.ARCH_ID
     created: float = 0.0  #: unix time the aggregator made it
+    #: the words of the outputs, in button order (``--classes``; empty when not given)
+    classes: tuple[str, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -190,6 +193,8 @@ class LossEvent:
     prediction: int | None  #: the class whose output is highest and above 0.6, else None
     round: int  #: the global round the board's model descends from
     time: float
+    word: str = ""  #: the label's word (from the global model's ``classes``), "" if unknown
+    heard: str = ""  #: the prediction's word, "" if none or unknown
 
 
 @dataclass(frozen=True)
@@ -322,6 +327,13 @@ def _hyper(f: _Fields) -> HyperParams:
 # ----------------------------------------------------------------------------- codecs
 
 
+def _classes(f: _Fields) -> tuple[str, ...]:
+    return tuple(
+        _text_value(c, f"classes[{i}]", f.what, 1, MAX_LABEL_TEXT)
+        for i, c in enumerate(f.items("classes", hi=MAX_OUTPUTS))
+    )
+
+
 def encode_global(g: GlobalModel) -> bytes:
     """msgpack payload of the retained global model."""
     data = model.to_bytes(g.params)
@@ -335,6 +347,7 @@ def encode_global(g: GlobalModel) -> bytes:
             "params": data,
             "sha256": hashlib.sha256(data).hexdigest(),
             "created": g.created,
+            "classes": [_clip(c, MAX_LABEL_TEXT) for c in g.classes[:MAX_OUTPUTS]],
         },
         use_bin_type=True,
     )
@@ -351,6 +364,7 @@ def decode_global(payload: bytes) -> GlobalModel:
         hyper=_hyper(f.sub("hyper")),
         created=f.number("created"),
         params=_params(f),
+        classes=_classes(f),
     )
 
 
@@ -409,6 +423,8 @@ def encode_loss(e: LossEvent) -> bytes:
             "prediction": e.prediction,
             "round": e.round,
             "time": e.time,
+            "word": _clip(e.word, MAX_LABEL_TEXT),
+            "heard": _clip(e.heard, MAX_LABEL_TEXT),
         }
     )
 
@@ -426,6 +442,8 @@ def decode_loss(payload: bytes) -> LossEvent:
         prediction=f.opt_integer("prediction", hi=MAX_CLASS),
         round=f.integer("round"),
         time=f.number("time"),
+        word=f.text("word", hi=MAX_LABEL_TEXT, default=""),
+        heard=f.text("heard", hi=MAX_LABEL_TEXT, default=""),
     )
 
 

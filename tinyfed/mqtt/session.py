@@ -108,6 +108,7 @@ class BrokerUrl:
 #: paho's reconnection backoff: the first wait, doubling up to the last (s)
 RETRY_MIN_S, RETRY_MAX_S = 1, 8
 
+
 def parse_broker_url(url: str, *, env: dict[str, str] | None = None) -> BrokerUrl:
     """Parse ``mqtt://`` / ``mqtts://`` URLs; raise :class:`UsageError` naming a bad value."""
     environ = os.environ if env is None else env
