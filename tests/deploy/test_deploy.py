@@ -215,6 +215,7 @@ def compose_secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 PROFILES = {
     None: {"mosquitto", "aggregator"},
     "monitoring": {"mosquitto", "aggregator", "dashboard", "prometheus", "grafana"},
+    "setup": {"mosquitto", "aggregator", "credentials"},
     "boards": {"mosquitto", "aggregator", "gateway-1"},
     "virtual": {
         "mosquitto",
@@ -294,6 +295,31 @@ def test_the_grafana_dashboard_and_prometheus_use_what_tinyfed_serves(
         ("dashboard", listens["dashboard"].split(":")[1]),
     ]
     assert all(v.startswith("0.0.0.0:") for v in listens.values()), listens
+
+
+def test_the_long_running_services_have_healthchecks_and_accounts_need_no_host_install(
+    compose_secrets: Path,
+) -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
+    env = {**os.environ, "TINYFED_SECRETS": str(compose_secrets), "TINYFED_FLEET": "lab"}
+    args = ["-f", str(COMPOSE_FILE), "--profile", "monitoring", "--profile", "setup", "config"]
+    out = subprocess.run(
+        [binary, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True
+    ).stdout
+    if out.lstrip().startswith("{"):  # compose v2 prints JSON when asked; YAML by default
+        pytest.skip("compose v2 output: the YAML check below reads docker-compose 1.x")
+    blocks = dict(
+        re.findall(r"^  (\S[^:\n]*):\n((?:    .*\n|\n)*)", out.split("\nservices:\n", 1)[1], re.M)
+    )
+    for service in ("mosquitto", "aggregator", "dashboard"):
+        assert "    healthcheck:" in blocks[service], service
+    assert "condition: service_healthy" in blocks["aggregator"]
+    credentials = blocks["credentials"]
+    assert "- broker" in credentials
+    assert "- credentials" in credentials
+    assert "/secrets" in credentials
 
 
 # ----------------------------------------------------------------------------- real broker
