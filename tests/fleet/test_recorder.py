@@ -300,3 +300,24 @@ def test_the_recorder_scores_off_the_network_thread_which_keeps_receiving(
         client.disconnect()
         client.loop_stop()
         recorder.stop()
+
+
+def test_a_monitor_that_joins_late_shows_the_boards_own_step_count(
+    broker: Mosquitto, fleet: str
+) -> None:
+    # A board at step 60 whose first 57 steps were before the monitor started
+    t = Topics(fleet)
+    recorder = Recorder(parse_broker_url(broker.url), t)
+    recorder.start()
+    client = publisher(broker)
+    try:
+        for step in (58, 59, 60):
+            loss = LossEvent("late", step, 0.2, 0, (0.5, 0.2, 0.1), None, 4, time.time())
+            publish(client, t.worker_loss("late"), contract.encode_loss(loss))
+        recorder.wait_for(lambda s: bool(s.workers) and len(s.workers[0].losses) == 3, timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        recorder.stop()
+    (worker,) = recorder.snapshot().workers
+    assert worker.steps == 60

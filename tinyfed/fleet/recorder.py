@@ -88,7 +88,9 @@ class WorkerView:
 
     @property
     def steps(self) -> int:
-        return len(self.losses)
+        """The board's own step counter (since its boot), from its latest loss event: right
+        for a monitor that joined late, which saw only the last of them."""
+        return self.losses[-1].step if self.losses else 0
 
     @property
     def state(self) -> str:

@@ -218,7 +218,7 @@ def metrics_text(snap: FleetSnapshot) -> str:
     metric(
         "worker_steps",
         "gauge",
-        "training steps a worker reported since the monitor started",
+        "a board's training step counter (since its boot), from its latest loss event",
         [(f',worker="{_label(w.worker_id)}"', float(w.steps)) for w in listed],
     )
     metric(
