@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tinyfed.aggregator.rounds import (
     Accepted,
@@ -32,7 +31,7 @@ from tinyfed.aggregator.rounds import (
     RoundClosed,
     RoundFailed,
 )
-from tinyfed.errors import UsageError
+from tinyfed.listen import MetricsEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,11 @@ def rejection_kind(reason: str) -> str:
     return next((kind for kind, pattern in _KINDS if pattern.search(reason)), "malformed")
 
 
-class AggregatorMetrics:
+class AggregatorMetrics(MetricsEndpoint):
     """The metrics of one aggregator service; :meth:`serve` exposes them over HTTP."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__(CollectorRegistry())
         r = self.registry
         self.rounds = Counter(
             "tinyfed_aggregator_rounds", "round attempts that ended", ["outcome"], registry=r
@@ -117,25 +116,6 @@ class AggregatorMetrics:
             self.updates.labels(outcome)
         for kind in (*(k for k, _ in _KINDS), "malformed"):  # every series from the start
             self.rejections.labels(kind)
-        self._server: Any = None
-
-    def serve(self, address: tuple[str, int]) -> int:
-        """Serve ``/metrics`` on ``address`` (port 0: a free one); return the port."""
-        host, port = address
-        try:
-            server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise UsageError(f"--metrics {host}:{port}: cannot listen ({exc.strerror})") from exc
-        self._server = server
-        bound = int(server.server_address[1])
-        log.info("metrics on http://%s:%d/metrics", host, bound)
-        return bound
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def decided(self, decisions: list[Decision]) -> None:
         """Count what the round machine decided (after it is committed)."""

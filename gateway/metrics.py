@@ -23,11 +23,11 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from tinyfed.errors import UsageError
+from tinyfed.listen import MetricsEndpoint
 
 if TYPE_CHECKING:
     from tinyfed.gateway.bridge import Bridge
@@ -104,28 +104,9 @@ class GatewayCollector(Collector):
         yield gauge("outbox_messages", "messages not yet delivered", float(len(b.outbox)))
 
 
-class GatewayMetrics:
+class GatewayMetrics(MetricsEndpoint):
     """The metrics endpoint of one gateway."""
 
     def __init__(self, bridge: Bridge) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__(CollectorRegistry())
         self.registry.register(GatewayCollector(bridge))
-        self._server: Any = None
-
-    def serve(self, address: tuple[str, int]) -> int:
-        """Serve ``/metrics`` on ``address`` (port 0: a free one); return the port."""
-        host, port = address
-        try:
-            server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise UsageError(f"--metrics {host}:{port}: cannot listen ({exc.strerror})") from exc
-        self._server = server
-        bound = int(server.server_address[1])
-        log.info("metrics on http://%s:%d/metrics", host, bound)
-        return bound
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
