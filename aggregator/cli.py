@@ -128,6 +128,12 @@ def register(subparsers: Any) -> None:
         help="serve Prometheus metrics at http://HOST:PORT/metrics (env "
         "TINYFED_AGGREGATOR_METRICS; e.g. :9102, or 0.0.0.0:9102 for a Prometheus elsewhere)",
     )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file with a [aggregator] table of these options (env TINYFED_CONFIG); a "
+        "flag, then its environment variable, win over the file",
+    )
     p.set_defaults(func=main)
 
 

@@ -139,6 +139,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         " e.g. :9103): the board link's round trips, retries and transfers, MQTT reconnections,"
         " the outbox",
     )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a TOML file with a [gateway] table of these options (env TINYFED_CONFIG); a "
+        "flag, then its environment variable, win over the file",
+    )
     p.set_defaults(func=run)
 
 

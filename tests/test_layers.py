@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "tinyfed.gateway": SERVICES,
     "tinyfed.testbed": SERVICES,
     "tinyfed.cli": COMPOSITION,
+    "tinyfed.config": COMPOSITION,
     "tinyfed.fleet": COMPOSITION,
     "tinyfed.experiments": COMPOSITION,
     "tinyfed.bench": COMPOSITION,

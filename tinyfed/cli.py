@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from tinyfed import __version__
+from tinyfed import __version__, config
 from tinyfed.aggregator import cli as aggregator_cli
 from tinyfed.bench import aggregate as aggregate_bench, fleet as fleet_bench, link as link_bench
 from tinyfed.board import cli as board_cli
@@ -116,13 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the subcommand ``name``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            sub: argparse.ArgumentParser = action.choices[name]
+            return sub
+    raise KeyError(name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``tinyfed`` command line; return the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(tokens)
     level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.command in config.ENV_OF:  # flags > environment > --config file > defaults
+            config.apply(args.command, subcommand_parser(parser, args.command), args, tokens)
         code: int = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
