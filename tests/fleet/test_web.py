@@ -142,7 +142,7 @@ def test_the_page_draws_the_fleet_in_a_real_browser(served: web.WebServer) -> No
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-worker="board-a"]'))
         row = browser.find_element(By.CSS_SELECTOR, 'tr[data-worker="board-a"]')
         cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
-        assert cells[:7] == ["board-a", "online", "–", "–", "3", "0.150", "0.200"]
+        assert cells[:8] == ["board-a", "online", "–", "–", "3", "–", "0.150", "0.200"]
         curve = row.find_element(By.CSS_SELECTOR, "svg.loss path.curve")
         assert (curve.get_attribute("d") or "").startswith("M")
         assert "open round 1" in browser.find_element(By.ID, "round").text
@@ -202,6 +202,14 @@ def test_the_page_follows_a_running_demo_round_by_round(tmp_path: Path) -> None:
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-round="0"]'))
         first = browser.find_element(By.CSS_SELECTOR, 'tr[data-round="0"]').text.split()
         assert first[:3] == ["0", "closed", "2"]
+        # the demo's words travel with its global model and its loss events
+        assert "words: vermell · verd · blau" in browser.find_element(By.ID, "round").text
+        board = browser.find_element(By.CSS_SELECTOR, "tr[data-worker]")
+        assert board.find_elements(By.TAG_NAME, "td")[5].text.split()[0] in {
+            "vermell",
+            "verd",
+            "blau",
+        }
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-round="1"]'))
     finally:
         browser.quit()

@@ -61,6 +61,7 @@ class GlobalRecord:
     lr: float
     momentum: float
     local_steps: int
+    classes: tuple[str, ...] = ()  #: the words of the outputs, if the aggregator names them
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ class Recorder:
                 lr=g.hyper.lr,
                 momentum=g.hyper.momentum,
                 local_steps=g.hyper.local_steps,
+                classes=g.classes,
             )
             self._store(lambda: self._globals.__setitem__(g.round, record))
             return "global"

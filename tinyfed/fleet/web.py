@@ -70,6 +70,8 @@ def fleet_json(snap: FleetSnapshot) -> dict[str, Any]:
                 "loss_mean10": _num(sum(last10) / len(last10)) if last10 else None,
                 "losses": [_num(e.loss) for e in losses],
                 "loss_rounds": [e.round for e in losses],
+                "last_word": w.losses[-1].word if w.losses else "",
+                "last_heard": w.losses[-1].heard if w.losses else "",
             }
         )
     rounds = [
@@ -106,7 +108,12 @@ def fleet_json(snap: FleetSnapshot) -> dict[str, Any]:
         },
         "global": None
         if latest is None
-        else {"round": latest.round, "accuracy": _num(latest.accuracy), "sha256": latest.sha256},
+        else {
+            "round": latest.round,
+            "accuracy": _num(latest.accuracy),
+            "sha256": latest.sha256,
+            "classes": list(latest.classes),
+        },
         "initial_accuracy": accuracy.get(0),
         "workers": workers,
         "workers_total": len(snap.workers),
