@@ -9,7 +9,7 @@ import numpy as np
 
 from tinyfed import model
 from tinyfed.fleet import dashboard as db
-from tinyfed.fleet.recorder import FleetSnapshot, Recorder
+from tinyfed.fleet.recorder import FleetSnapshot, Recorder, WorkerView
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import (
     GlobalModel,
@@ -151,3 +151,23 @@ def test_snapshot_rendering_is_fast_enough_for_four_frames_a_second() -> None:
         db.render(snap, INFO)
     assert (time.perf_counter() - t0) / 20 < 0.05
     assert np.isfinite(snap.workers[0].losses[-1].loss)
+
+
+def test_a_narrow_terminal_keeps_the_numbers_and_the_round_ticks() -> None:
+    # Prepare: 200 steps (more than the columns), on a 60-column terminal
+    losses = tuple(
+        LossEvent("board-a", s, 0.5 / s, s % 3, (0.2, 0.3, 0.5), None, (s - 1) // 4, float(s))
+        for s in range(1, 201)
+    )
+    worker = WorkerView("board-a", "board 1", losses=losses)
+    snap = FleetSnapshot("dash", 0.0, (worker,), (), (), (), None, 0, True)
+    # Execute
+    frame = db.render(snap, INFO, width=60, now=10.0, color=False)
+    # Assert: every line fits; the figures stay, the words go first
+    lines = frame.splitlines()
+    assert all(len(ln) <= 60 for ln in lines)
+    head = next(ln for ln in lines if ln.startswith("board 1"))
+    assert "step 200" in head
+    assert "mean10 0.003" in head
+    axis = next(ln for ln in lines if "└" in ln)
+    assert axis.count("┴") >= 10  # an averaging point every 4 steps, drawn in its column

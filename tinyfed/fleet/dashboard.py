@@ -113,33 +113,40 @@ def _board_block(w: WorkerView, info: DashboardInfo, width: int, vmax: float) ->
     last10 = losses[-10:]
     mean10 = sum(last10) / len(last10) if last10 else None
     words = info.words.get(w.worker_id, "")
-    head = (
-        f"{BOLD}{w.name}{RESET}"
-        + (f" ({w.worker_id})" if w.name.replace(" ", "") != w.worker_id else "")
-        + (f"  hears {words}" if words else "")
-        + f"  {w.state}  step {w.steps}  loss {_fmt(losses[-1] if losses else None)}"
-        + f"  mean of last 10 {_fmt(mean10)}"
-    )
-    lines = [head]
+    who = f" ({w.worker_id})" if w.name.replace(" ", "") != w.worker_id else ""
+    hears = f"  hears {words}" if words else ""
+    figures = f"  {w.state}  step {w.steps}  loss {_fmt(losses[-1] if losses else None)}"
+    # the longest form that fits the terminal: a narrow one keeps the numbers, not the words
+    forms = [
+        f"{w.name}{who}{hears}{figures}  mean of last 10 {_fmt(mean10)}",
+        f"{w.name}{who}{hears}{figures}  mean10 {_fmt(mean10)}",
+        f"{w.name}{hears}{figures}  mean10 {_fmt(mean10)}",
+        f"{w.name}{figures}  mean10 {_fmt(mean10)}",
+    ]
+    head = next((f for f in forms if len(f) <= width), forms[-1])
+    lines = [f"{BOLD}{w.name}{RESET}{head[len(w.name) :]}"]
     plot_w = max(10, width - 8)
     rows = curve(losses, plot_w, CURVE_HEIGHT, vmax) if losses else [""] * CURVE_HEIGHT
     for i, row in enumerate(rows):
         label = f"{vmax:5.2f}" if i == 0 else ("  0.0" if i == CURVE_HEIGHT - 1 else "     ")
         lines.append(f"{DIM}{label} ┤{RESET}{row}")
     k = info.local_steps
-    axis = ["─"] * min(len(losses), plot_w)
-    if k and 0 < len(losses) <= plot_w:
-        for i in range(k - 1, len(axis), k):
-            axis[i] = "┴"  # a model went up after this step: an averaging point
+    n = len(losses)
+    axis = ["─"] * min(n, plot_w)
+    if k and n > 0:
+        # a model went up after every k-th step (an averaging point); with more steps than
+        # columns, the column that holds that step
+        for step in range(k, n + 1, k):
+            axis[min(len(axis), step * len(axis) // n) - 1] = "┴"
     lines.append(f"{DIM}      └{''.join(axis)}{RESET}")
     return lines
 
 
-def _accuracy_table(snap: FleetSnapshot, info: DashboardInfo) -> list[str]:
+def _accuracy_table(snap: FleetSnapshot, info: DashboardInfo, width: int) -> list[str]:
     if info.held_out is None:
         return []
     rounds = sorted(g.round for g in snap.globals)
-    shown = rounds[-MAX_ACC_COLUMNS:]
+    shown = rounds[-max(1, min(MAX_ACC_COLUMNS, (width - 10) // 7)) :]  # as many as fit
     head = f"{'accuracy':<10}" + "".join(f"{('start' if r == 0 else f'r{r}'):>7}" for r in shown)
     glob = f"{'global':<10}" + "".join(
         f"{_fmt(g.accuracy if (g := snap.global_of(r)) else None):>7}" for r in shown
@@ -200,7 +207,7 @@ def render(
     for w in snap.workers:
         lines += _board_block(w, info, width, vmax)
     lines.append("")
-    lines += _accuracy_table(snap, info)
+    lines += _accuracy_table(snap, info, width)
     failed = [r for r in snap.rounds if r.outcome == "failed"]
     if failed:
         lines.append(f"failed round attempts: {len(failed)} (last: {failed[-1].reason})")
