@@ -2,6 +2,8 @@
 
 * :mod:`tinyfed.mqtt.contract` — the MQTT contract: topics, payloads and their codecs, shared by
   the aggregator, the gateways and monitors;
+* :mod:`tinyfed.mqtt.payloads` — the contract's payloads as frozen dataclasses (re-exported by
+  :mod:`tinyfed.mqtt.contract`);
 * :mod:`tinyfed.mqtt.fields` — the contract's limits and field checks (re-exported by
   :mod:`tinyfed.mqtt.contract`);
 * :mod:`tinyfed.mqtt.session` — broker URLs, credentials, TLS, client creation and connection,
