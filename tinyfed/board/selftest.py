@@ -1,7 +1,7 @@
 """``tinyfed board selftest``: one command that checks a board on the desk, part by part.
 
-(About 600 lines: the checks run in order on one link session and share what earlier ones
-found; each is one function.) The checks, in order (each is PASS, FAIL or SKIP, with a line
+(About 580 lines: the checks run in order on one link session and share what earlier ones
+found; each is one method.) The checks, in order (each is PASS, FAIL or SKIP, with a line
 saying what was seen):
 
 * **link**: HELLO (firmware version, architecture, pipeline, protocol); round trips (HELLO_REQ
@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from tinyfed import model
+from tinyfed.board.events import LinkEvents
 from tinyfed.board.person import Person
 from tinyfed.board.report import FAIL, PASS, SKIP, Check, Report, dbfs
 from tinyfed.board.sample import Sample
@@ -68,45 +69,6 @@ PARAMS_TOLERANCE = 1e-3  #: board step vs the Python reference, per weight
 LOSS_TOLERANCE = 1e-3
 
 
-class _Events:
-    """Every event of the link, kept in order, so a check can look at what came since a mark."""
-
-    def __init__(self, link: BoardLink) -> None:
-        self.link = link
-        self.items: list[Event] = []
-        self._changed = asyncio.Event()
-
-    async def run(self) -> None:
-        with contextlib.suppress(LinkError):
-            while True:
-                self.items.append(await self.link.next_event())
-                self._changed.set()
-
-    def mark(self) -> int:
-        return len(self.items)
-
-    def since(self, mark: int) -> list[Event]:
-        return self.items[mark:]
-
-    async def wait(
-        self, pred: Callable[[Event], bool], since: int, timeout: float
-    ) -> tuple[int, Event] | None:
-        """The first event from ``since`` on for which ``pred`` holds, and the index after it."""
-        deadline = time.monotonic() + timeout
-        i = since
-        while True:
-            while i < len(self.items):
-                i += 1
-                if pred(self.items[i - 1]):
-                    return i, self.items[i - 1]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.link.closed:
-                return None
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-
 # ----------------------------------------------------------------------------- the self-test
 
 
@@ -133,7 +95,7 @@ class SelfTest:
         self.round_trips = round_trips
         self.press_timeout = press_timeout
         self.on_check = on_check
-        self.events = _Events(link)
+        self.events = LinkEvents(link)
         self.hello: Hello | None = None
         self.original: tuple[model.F32, int] | None = None  # the board's model and round
         self.trained = False  # the board's model was changed by this test

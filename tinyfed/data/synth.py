@@ -1,8 +1,9 @@
 """Synthesize a keyword corpus with espeak-ng, in the Speech Commands layout.
 
-(Over 500 lines: the voices, the rendering and the augmentation are one pipeline whose
-seeded choices must stay in one order for a corpus to be reproducible.) Every clip is one
-second of 16 kHz mono int16, as a board records it. What varies from clip to
+(About 570 lines: the voices, the plan and the rendering are one pipeline whose seeded choices
+must stay in one order for a corpus to be reproducible; the noise and the trimming of a rendered
+word are in :mod:`tinyfed.data.noise`.) Every clip is one second of 16 kHz mono int16, as a
+board records it. What varies from clip to
 clip: the voice (an espeak-ng language such as ``ca``, ``es`` or ``en`` plus one of its ~100
 voice variants), the speaking speed and pitch, the position of the word in the second, its
 level, and background noise (white, pink, brown or mains hum) at several signal-to-noise ratios.
@@ -43,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinyfed.data._progress import Progress
+from tinyfed.data.noise import make_noise, trim_silence
 from tinyfed.data.wav import CLIP_SAMPLES, SAMPLE_RATE, decode_wav, resample, to_int16, write_wav
 from tinyfed.errors import UsageError
 
@@ -71,8 +73,6 @@ GAIN_DB = (-20.0, -1.0)  #: the word's peak level, dB below full scale
 NOISES = ("none", "white", "pink", "brown", "hum")  #: drawn with equal probability
 SNR_DB = (5.0, 10.0, 20.0, 30.0)  #: speech RMS over the word vs. noise RMS
 SILENCE_LEVEL_DB = (-65.0, -25.0)  #: RMS level of a ``_silence`` clip, dB below full scale
-HUM_HZ = (50.0, 60.0)  #: mains frequencies
-TRIM_DB = -40.0  #: leading/trailing audio quieter than this (relative to the peak) is silence
 
 #: Columns of ``manifest.csv``, in order.
 MANIFEST_COLUMNS = (
@@ -392,41 +392,6 @@ def plan(config: SynthConfig, variants: Sequence[str]) -> list[ClipSpec]:
 
 # ---------------------------------------------------------------------------------------------
 # Rendering one clip
-
-
-def make_noise(kind: str, n: int, rng: np.random.Generator) -> F64:
-    """``n`` samples of unit-RMS noise: ``white``, ``pink`` (1/f), ``brown`` (1/f^2) or ``hum``."""
-    if kind == "none":
-        return np.zeros(n)
-    if kind == "hum":
-        t = np.arange(n) / SAMPLE_RATE
-        f0 = HUM_HZ[int(rng.integers(len(HUM_HZ)))]
-        phases = rng.uniform(0, 2 * np.pi, 5)
-        k = np.arange(1, 6)[:, None]
-        harmonics = np.sin(2 * np.pi * f0 * k * t + phases[:, None]) / k
-        x = harmonics.sum(axis=0) + 0.03 * rng.standard_normal(n)
-    elif kind == "white":
-        x = rng.standard_normal(n)
-    elif kind in ("pink", "brown"):
-        spec = np.fft.rfft(rng.standard_normal(n))
-        f = np.maximum(np.fft.rfftfreq(n, 1 / SAMPLE_RATE), 20.0)  # no rumble below 20 Hz
-        spec /= np.sqrt(f) if kind == "pink" else f
-        spec[0] = 0.0
-        x = np.fft.irfft(spec, n)
-    else:
-        raise ValueError(f"unknown noise kind {kind!r}")
-    rms = float(np.sqrt(np.mean(x**2)))
-    out: F64 = x / rms
-    return out
-
-
-def trim_silence(x: F64, threshold_db: float = TRIM_DB) -> F64:
-    """Drop leading and trailing samples quieter than ``threshold_db`` relative to the peak."""
-    peak = float(np.max(np.abs(x))) if len(x) else 0.0
-    if peak == 0.0:
-        return x[:0]
-    loud = np.flatnonzero(np.abs(x) >= peak * 10 ** (threshold_db / 20))
-    return x[loud[0] : loud[-1] + 1]
 
 
 def speak(espeak: str, word: str, language: str, variant: str, *, speed: int, pitch: int) -> F64:
