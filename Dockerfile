@@ -20,9 +20,10 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-# socat serves a virtual board's link on TCP; libstdc++6 is the virtual board's C++ runtime.
+# socat serves a virtual board's link on TCP; libstdc++6 is the virtual board's C++ runtime;
+# espeak-ng synthesizes the scripted users' words (the virtual-users service).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends socat libstdc++6 \
+ && apt-get install -y --no-install-recommends socat libstdc++6 espeak-ng \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/tinyfed
 COPY pyproject.toml README.md ./

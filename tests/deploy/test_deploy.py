@@ -37,6 +37,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from tinyfed.aggregator.metrics import AggregatorMetrics
+from tinyfed.cli import main
 from tinyfed.deploy import cli as deploy_cli
 from tinyfed.errors import UsageError
 from tinyfed.mqtt import contract
@@ -220,6 +221,7 @@ PROFILES = {
     "virtual": {
         "mosquitto",
         "aggregator",
+        "virtual-users",
         "virtual-board-1",
         "virtual-gateway-1",
         "virtual-board-2",
@@ -248,6 +250,31 @@ def test_compose_file_is_valid(compose_secrets: Path, profile: str | None) -> No
         worker = service.command[service.command.index("--worker-id") + 1]
         assert service.environment["TINYFED_MQTT_USERNAME"] == worker, name
         assert service.environment["TINYFED_MQTT_PASSWORD"], name
+
+
+def test_the_virtual_boards_run_the_scripts_virtual_users_writes(
+    compose_secrets: Path, tmp_path: Path
+) -> None:
+    # The "virtual" profile trains: each virtual board runs a script of the one-shot
+    # virtual-users service, with the same --local-steps (else rounds never line up).
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
+    env = {**os.environ, "TINYFED_SECRETS": str(compose_secrets), "TINYFED_FLEET": "lab"}
+    services = _rendered_services(binary, ["-f", str(COMPOSE_FILE), "--profile", "virtual"], env)
+    users = services["virtual-users"].command
+    assert users[0] == "virtual-users"
+    out = users[users.index("--out") + 1]
+    # Execute the service's own command here (a smaller corpus, a folder of the test's)
+    argv = [tmp_path.as_posix() if a == out else a for a in users]
+    assert main([*argv, "--per-word", "24"]) == 0
+    boards = [s.command for n, s in services.items() if n.startswith("virtual-board-")]
+    assert len(boards) == 2
+    for board in boards:
+        script = board[board.index("--script") + 1]
+        assert script.startswith(out + "/")
+        assert (tmp_path / script.removeprefix(out + "/")).is_file(), script
+        assert board[board.index("--local-steps") + 1] == users[users.index("--local-steps") + 1]
 
 
 def _exported_metric_names() -> set[str]:

@@ -1,4 +1,4 @@
-"""``tinyfed demo``, ``tinyfed monitor`` and ``tinyfed plot``: a fleet on one machine, watched.
+"""``tinyfed demo``, ``monitor``, ``dashboard``, ``plot``, ``virtual-users``: fleets here.
 
 Run on its own (before it is listed in ``tinyfed.cli``) as ``python -m tinyfed.fleet.cli``.
 """
@@ -20,6 +20,7 @@ from tinyfed.fleet.corpus import DEFAULT_CORPUS_DIR, HeldOut, parse_words
 from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
 from tinyfed.fleet.recorder import Recorder
 from tinyfed.fleet.runner import RunPlan, execute, prepare
+from tinyfed.fleet.users import UsersPlan, write_users
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.session import parse_broker_url
 
@@ -50,6 +51,23 @@ examples:
   tinyfed demo --words montserrat,pedraforca,silence --boards 3 --rounds 8
   tinyfed demo --broker mqtt://localhost:1883    # on your broker; watch with
       mosquitto_sub -v -t 'tinyfed/+/workers/+/loss'
+"""
+
+
+USERS_DESCRIPTION = """\
+Write the demo's scripted users to a folder, for virtual boards that run elsewhere (the
+"virtual" profile of docker-compose.yml): the keyword corpus, synthesized with espeak-ng once
+and reused, and one script per board (board-1.txt, board-2.txt, ...), each pressing a
+keyword's button and speaking a clip from that board's own training voices, --local-steps
+words per round, then waiting for the next global model. Start each virtual board with
+`--script DIR/board-N.txt --local-steps N` (the same N). users.json lists what was written.
+"""
+
+USERS_EPILOG = """\
+examples:
+  tinyfed virtual-users --out runs/users
+  tinyfed-virtual-board --script runs/users/board-1.txt --local-steps 10
+  tinyfed virtual-users --out /virtual --boards 3 --non-iid --words montserrat,pedraforca,silence
 """
 
 
@@ -173,6 +191,34 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.set_defaults(func=cmd_dashboard, record=None, no_dashboard=True, terminal=False)
+
+    u = subparsers.add_parser(
+        "virtual-users",
+        help="write the demo's scripted users (corpus + one script per board) for compose",
+        description=USERS_DESCRIPTION,
+        epilog=USERS_EPILOG,
+        formatter_class=fmt,
+    )
+    u.add_argument("--out", type=Path, required=True, help="folder to write (created)")
+    u.add_argument("--boards", type=_positive, default=2, help="virtual boards (default 2)")
+    u.add_argument("--rounds", type=_positive, default=10, help="rounds to script (default 10)")
+    u.add_argument(
+        "--local-steps",
+        type=_positive,
+        default=10,
+        help="words per board per round: give the boards the same --local-steps (default 10)",
+    )
+    u.add_argument(
+        "--words",
+        default="vermell,verd,blau",
+        help="the three classes, D2,D3,D4; 'silence' for noise only (default vermell,verd,blau)",
+    )
+    u.add_argument("--non-iid", action="store_true", help="each keyword spoken to one board only")
+    u.add_argument(
+        "--per-word", type=_positive, default=100, help="clips per class to synthesize (100)"
+    )
+    u.add_argument("--seed", type=int, default=0, help="corpus and speaking-order seed (0)")
+    u.set_defaults(func=cmd_virtual_users)
 
     pl = subparsers.add_parser(
         "plot",
@@ -356,4 +402,28 @@ def cmd_plot(args: argparse.Namespace) -> int:
         ]
         print(f"{folder}: " + ", ".join(str(p) for p in paths))
         print("\n".join(rows))
+    return 0
+
+
+def cmd_virtual_users(args: argparse.Namespace) -> int:
+    """``tinyfed virtual-users``."""
+    words, silence = parse_words(args.words)
+    index = write_users(
+        UsersPlan(
+            out=args.out,
+            words=words,
+            silence=silence,
+            boards=args.boards,
+            rounds=args.rounds,
+            local_steps=args.local_steps,
+            non_iid=args.non_iid,
+            per_word=args.per_word,
+            seed=args.seed,
+        )
+    )
+    for board in index["boards"]:  # type: ignore[attr-defined]
+        print(
+            f"{args.out / board['script']}: {', '.join(board['words'])}, {board['presses']} words"
+        )
+    print(f"start each board with --script {args.out}/board-N.txt --local-steps {args.local_steps}")
     return 0
