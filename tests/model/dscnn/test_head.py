@@ -28,12 +28,12 @@ def _scalar_step(params: F32, e: F32, y: int, lr: float) -> tuple[F32, float]:
             acc = f32(acc + f32(w[r, j] * e[j]))
         z.append(acc)
     m = max(z)
-    ez = [f32(np.exp(f32(v - m))) for v in z]
+    ez = [f32(np.exp(np.float64(f32(v - m)))) for v in z]
     total = f32(0)
     for v in ez:
         total = f32(total + v)
     p = [f32(v / total) for v in ez]
-    loss = float(-np.log(max(p[y], f32(1e-12))))
+    loss = float(f32(-np.log(np.float64(max(p[y], f32(1e-12))))))
     for r in range(k):
         s = f32(f32(lr) * f32(p[r] - (1 if r == y else 0)))
         for j in range(64):
