@@ -219,6 +219,17 @@ class FakeBoard(Transport):
         handler = getattr(self, "_on_" + MsgType(f.type).name.lower())
         handler(f, message)
 
+    def press(self, features: npt.ArrayLike, label: int) -> None:
+        """A user's training step on the board itself (a button press): trains one step on
+        ``features`` (the family's sample: 650 float32, or 2,000 int8 for dscnn) and sends
+        LOSS, as a step the host asked for does."""
+        if not 0 <= label < model.N_OUTPUTS:
+            raise ValueError(f"label {label} outside 0..{model.N_OUTPUTS - 1}")
+        if self.family is families.DSCNN:
+            self._compute_head(np.asarray(features).astype(np.int8).ravel(), label)
+        else:
+            self._compute(np.asarray(features, np.float32).ravel(), label)
+
     def _on_hello_req(self, f: Frame, m: messages.HelloReq) -> None:
         self._hello()
 
