@@ -25,6 +25,7 @@ from tinyfed.features.pipelines import (
     get_pipeline,
 )
 from tinyfed.help import HelpFormatter
+from tinyfed.model import families
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p_info = model_sub.add_parser(
         "info",
         help="what a model file holds: size, checksums, weight ranges",
-        description="Check a model file and print its size, SHA-256 (as the MQTT contract "
-        "names models), CRC-32 (as the board reports it in MODEL_INFO), the range of each "
-        "layer's weights and whether it is the paper's initial model.",
+        description="Check a model file of either family (docs/learning.md; told apart by "
+        "size: the paper's network 41,868 bytes, the dscnn head 780) and print its family, "
+        "size, SHA-256 (as the MQTT contract names models), CRC-32 (as the board reports it "
+        "in MODEL_INFO), the range of each layer's weights and whether it is an initial model.",
         formatter_class=fmt,
     )
     p_info.add_argument("model_file", type=Path, metavar="MODEL.bin")
@@ -191,14 +193,34 @@ def _class_names(text: str | None) -> list[str]:
     return names
 
 
+def _load_any(path: Path) -> tuple[families.Family, model.F32]:
+    """A model file of either family, told apart by its size."""
+    try:
+        params = model.load(path, None)
+        return families.by_size(4 * params.size), params
+    except ModelError as exc:
+        raise UsageError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    params = _load_model(args.model_file)
-    raw = model.to_bytes(params)
-    hidden = params[: model.N_HIDDEN_PARAMS]
-    output = params[model.N_HIDDEN_PARAMS :]
-    print(f"{args.model_file}: {len(raw)} bytes, {model.N_PARAMS} float32 parameters, all finite")
+    family, params = _load_any(args.model_file)
+    raw = model.to_bytes(params, None)
+    print(f"{args.model_file}: {len(raw)} bytes, {family.n_params} float32 parameters, all finite")
+    print(f"family {family.name} (arch {family.arch_id}, {family.arch}): {family.description}")
     print(f"sha256 {model.sha256(params)}")
     print(f"crc32  {zlib.crc32(raw) & 0xFFFFFFFF:08x} (the board's MODEL_INFO)")
+    if family is families.DSCNN:
+        k = families.DSCNN_CLASSES
+        w, b = params[: k * families.DSCNN_EMBED], params[k * families.DSCNN_EMBED :]
+        print(
+            f"head {k} x {families.DSCNN_EMBED}: weights {w.min():+.4f} .. {w.max():+.4f}, "
+            f"mean |w| {np.abs(w).mean():.4f}; biases {b.min():+.4f} .. {b.max():+.4f}"
+        )
+        if not params.any():
+            print("this is a new head (all zeros): it has not been trained")
+        return 0
+    hidden = params[: model.N_HIDDEN_PARAMS]
+    output = params[model.N_HIDDEN_PARAMS :]
     print(
         f"hidden layer {model.N_INPUTS}+1 x {model.N_HIDDEN}: weights "
         f"{hidden.min():+.4f} .. {hidden.max():+.4f}, mean |w| {np.abs(hidden).mean():.4f}"
@@ -209,6 +231,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     )
     if np.array_equal(params, model.init_params()):
         print("this is the paper's initial model (seed 12345): it has not been trained")
+    elif np.array_equal(params, model.init_params(scheme="scaled")):
+        print("this is a new fleet's scaled initial model (seed 12345): it has not been trained")
     return 0
 
 
