@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,6 +162,13 @@ def test_model_must_match_the_family_of_the_store(tmp_path: Path) -> None:
     # Assert
     assert "holds a fleet of the paper model family, not dscnn" in str(err.value)
     assert "--model paper" in str(err.value)
+    # a database made before families were recorded: the arch of its global models decides
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("DELETE FROM meta WHERE key = 'model'")
+    with Store(db) as store, pytest.raises(UsageError, match="paper model family, not dscnn"):
+        open_machine(_from(flags(url, "f", db, "--model", "dscnn")), store, now=0.0)
+    with Store(db) as store:
+        assert open_machine(paper, store, now=0.0).round == 0
 
 
 @pytest.mark.parametrize(
