@@ -230,7 +230,9 @@ def test_model_info_recognises_both_families_by_size(
     assert "family dscnn (arch 2, dscnn64-head-v1)" in out
     assert "a new head (all zeros)" in out
     scaled = tmp_path / "scaled.bin"
-    model.save(families.PAPER.init(), scaled)
+    assert main(["model", "init", "--scheme", "scaled", "--out", str(scaled)]) == 0
+    assert "seed 12345, scaled init" in capsys.readouterr().out
+    np.testing.assert_array_equal(model.load(scaled), families.PAPER.init())
     assert main(["model", "info", str(scaled)]) == 0
     out = capsys.readouterr().out
     assert "family paper (arch 1, fc650-16-3-sigmoid-v1)" in out

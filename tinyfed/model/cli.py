@@ -45,10 +45,15 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "init",
         help="write the paper's seeded initial model",
         description="Write the initial model: uniform in [-0.5, 0.5] from numpy's seeded "
-        "stream, hidden layer first; seed 12345 reproduces the paper's.",
+        "stream, hidden layer first; seed 12345 reproduces the paper's. --scheme scaled "
+        "writes the scaled initialisation a new fleet starts from (weights uniform in "
+        "+-sqrt(3/fan_in), biases 0, the same stream; docs/aggregator.md).",
         formatter_class=fmt,
     )
     p_init.add_argument("--seed", type=int, default=model.DEFAULT_SEED, help="random seed")
+    p_init.add_argument(
+        "--scheme", choices=model.INIT_SCHEMES, default="paper", help="initialisation scheme"
+    )
     p_init.add_argument("--out", type=Path, required=True, help="model file to write")
     p_init.set_defaults(func=_cmd_init)
     p_info = model_sub.add_parser(
@@ -264,8 +269,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be 0..{MAX_SEED}, got {args.seed}")
     _writable(args.out, "--out")
-    _save(model.init_params(args.seed), args.out)
-    print(f"wrote {args.out} ({model.MODEL_BYTES} bytes, seed {args.seed})")
+    _save(model.init_params(args.seed, args.scheme), args.out)
+    print(f"wrote {args.out} ({model.MODEL_BYTES} bytes, seed {args.seed}, {args.scheme} init)")
     return 0
 
 
