@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "dscnn.h"
+#include "head.h"
 #include "mfcc.h"
 #include "nn.h"
 
@@ -109,6 +111,116 @@ void report(const char* what, uint32_t ticks, uint32_t insn_per_tick) {
   puts_(" instructions\n");
 }
 
+// ---- the dscnn family: a deterministic random int8 model (the cost does not depend on the
+// values, except that shifts >= 32 take the requantisation's short path, as trained ones do).
+constexpr int kC = tinyfed::kDscnnChannels;
+constexpr int kLayers = 1 + 2 * tinyfed::kDscnnBlocks;
+int8_t g_w[kLayers][kC * kC];
+int32_t g_bias[kLayers][kC];
+int32_t g_m[kLayers][kC];
+int8_t g_sh[kLayers][kC];
+float g_a[kC];
+float g_b[kC];
+int8_t g_input[tinyfed::kDscnnInput];
+tinyfed::Head g_head;
+
+void make_dscnn(tinyfed::DscnnWeights& wts) {
+  uint32_t x = 7u;
+  for (int l = 0; l < kLayers; ++l) {
+    for (int i = 0; i < kC * kC; ++i) {
+      x = tinyfed::xorshift32(x);
+      g_w[l][i] = static_cast<int8_t>(x >> 24);
+    }
+    for (int c = 0; c < kC; ++c) {
+      x = tinyfed::xorshift32(x);
+      g_bias[l][c] = static_cast<int32_t>(x >> 20) - 2048;
+      g_m[l][c] = static_cast<int32_t>(0x40000000u | (x >> 2));
+      g_sh[l][c] = 38;
+    }
+    tinyfed::DscnnConv conv{g_w[l], g_bias[l], g_m[l], g_sh[l], l == 0 ? 0 : -128, -128};
+    if (l == 0) {
+      wts.conv0 = conv;
+    } else if (l % 2 == 1) {
+      wts.dw[(l - 1) / 2] = conv;
+    } else {
+      wts.pw[(l - 2) / 2] = conv;
+    }
+  }
+  wts.pool_m = 0x50000000;
+  wts.pool_sh = 39;
+  wts.pool_in_zp = -128;
+  wts.pool_out_zp = -128;
+  for (int c = 0; c < kC; ++c) {
+    g_a[c] = 0.05f;
+    g_b[c] = -1.0f;
+  }
+  wts.a = g_a;
+  wts.b = g_b;
+  for (int i = 0; i < tinyfed::kDscnnInput; ++i) {
+    x = tinyfed::xorshift32(x);
+    g_input[i] = static_cast<int8_t>(x >> 24);
+  }
+}
+
+void bench_dscnn(uint32_t insn_per_tick) {
+  static tinyfed::DscnnWeights wts;
+  make_dscnn(wts);
+  int8_t emb[kC];
+  uint32_t t0 = tick_read();
+  tinyfed::dscnn_extract(g_input, wts, emb);
+  report("dscnn_extract (one utterance)", ticks_since(t0), insn_per_tick);
+  static int8_t a[tinyfed::kDscnnBufA], b[tinyfed::kDscnnBufB];
+  t0 = tick_read();
+  tinyfed::dscnn_conv0(g_input, wts.conv0, a);
+  report("  conv0", ticks_since(t0), insn_per_tick);
+  t0 = tick_read();
+  tinyfed::dscnn_depthwise(a, tinyfed::kDscnnH0, tinyfed::kDscnnW0, 2, wts.dw[0], b);
+  report("  ds1.dw (stride 2)", ticks_since(t0), insn_per_tick);
+  t0 = tick_read();
+  tinyfed::dscnn_pointwise(b, tinyfed::kDscnnPositions, wts.pw[0], a);
+  report("  ds1.pw (one pointwise)", ticks_since(t0), insn_per_tick);
+  t0 = tick_read();
+  tinyfed::dscnn_depthwise(a, tinyfed::kDscnnH1, tinyfed::kDscnnW1, 1, wts.dw[1], b);
+  report("  ds2.dw (one stride-1 depthwise)", ticks_since(t0), insn_per_tick);
+  // The DSP pointwise (SMLAD) against the portable loop that the host tests check.
+  static int8_t dsp[tinyfed::kDscnnBufB], portable[tinyfed::kDscnnBufB];
+  tinyfed::dscnn_pointwise(b, tinyfed::kDscnnPositions, wts.pw[1], dsp);
+  t0 = tick_read();
+  tinyfed::dscnn_pointwise_portable(b, tinyfed::kDscnnPositions, wts.pw[1], portable);
+  report("  (portable pointwise, for comparison)", ticks_since(t0), insn_per_tick);
+  puts_(memcmp(dsp, portable, sizeof dsp) == 0 ? "pointwise DSP == portable: yes\n"
+                                                  : "pointwise DSP == portable: NO\n");
+  puts_("fnv1a(embedding) = ");
+  put_u(fnv1a(emb, sizeof emb));
+  puts_("\n");
+
+  tinyfed::head_init(g_head, 3);
+  float e[kC];
+  tinyfed::dscnn_embedding_float(emb, wts, e);
+  float loss = 0.0f;
+  t0 = tick_read();
+  tinyfed::head_step(g_head.params, 3, e, 1, 0.1f, &loss);
+  report("head_step (K = 3)", ticks_since(t0), insn_per_tick);
+  // record() with the store full: 5 extractions, then a pass over 320 embeddings.
+  for (int i = 0; g_head.count < tinyfed::kHeadStoreSize; ++i) {
+    emb[i % kC] = static_cast<int8_t>(emb[i % kC] + 1);
+    tinyfed::head_store_add(g_head, emb, static_cast<uint8_t>(i % 3));
+  }
+  t0 = tick_read();
+  tinyfed::head_record(g_head, g_input, 2, wts, 0.1f, &loss);
+  report("head_record (5 extractions + a pass over 320)", ticks_since(t0), insn_per_tick);
+  t0 = tick_read();
+  tinyfed::head_replay_pass(g_head, wts, 0.1f, &loss);
+  report("  of which the replay pass (320 head steps)", ticks_since(t0), insn_per_tick);
+  int word = 0;
+  t0 = tick_read();
+  tinyfed::head_decide(g_head, g_input, wts, tinyfed::kHeadThreshold, &word, nullptr);
+  report("head_decide (extraction + head)", ticks_since(t0), insn_per_tick);
+  puts_("fnv1a(head after record) = ");
+  put_u(fnv1a(g_head.params, sizeof g_head.params));
+  puts_("\n");
+}
+
 }  // namespace
 
 int main() {
@@ -179,6 +291,7 @@ int main() {
   puts_("\nfnv1a(params after 1 step) = ");
   put_u(fnv1a(g_params, sizeof g_params));
   puts_("\n");
+  bench_dscnn(insn_per_tick);
   puts_("sizeof(MfccWorkspace) = ");
   put_u(sizeof(tinyfed::MfccWorkspace));
   puts_("\n");

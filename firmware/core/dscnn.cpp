@@ -17,26 +17,84 @@ constexpr int32_t kInt8Min = -128;
 
 // The ping-pong activation buffers (static: the board has no heap) and the pointwise
 // layer's per-channel bias with the input zero point folded in.
-int8_t g_buf_a[kDscnnBufA];
-int8_t g_buf_b[kDscnnBufB];
+alignas(4) int8_t g_buf_a[kDscnnBufA];
+alignas(4) int8_t g_buf_b[kDscnnBufB];
 int32_t g_corr[kC];
 
-// requant + zero point + clamp to [lo, 127]. When sh >= 32 (every layer of a trained model:
-// its multipliers are far below 1), the 64-bit shift is a 32-bit shift of the high word
+// requant + zero point + clamp to [lo, 127]. When sh >= 33 (every layer of a trained model:
+// its multipliers are far below 1) only the high word of the product is needed
 // (floor(floor(t / 2^32) / 2^(sh-32)) = floor(t / 2^sh)); the result is identical.
-inline int8_t requant_clamp(int32_t acc, int32_t m, int sh, int32_t zp, int32_t lo) {
+#if defined(__GNUC__)
+#define TINYFED_INLINE inline __attribute__((always_inline))  // -Os would call it per output
+#else
+#define TINYFED_INLINE inline
+#endif
+
+TINYFED_INLINE int8_t requant_clamp(int32_t acc, int32_t m, int sh, int32_t zp, int32_t lo) {
+  const int64_t p = static_cast<int64_t>(acc) * static_cast<int64_t>(m);
   int32_t r = 0;
-  const int64_t t = static_cast<int64_t>(acc) * static_cast<int64_t>(m) +
-                    (static_cast<int64_t>(1) << (sh - 1));
-  if (sh >= 32) {
-    r = static_cast<int32_t>(t >> 32) >> (sh - 32);
+  if (sh >= 33) {
+    // (p + 2^(sh-1)) >> sh with p = hi * 2^32 + lo (0 <= lo < 2^32): the rounding constant
+    // lies in the high word and lo cannot carry, so it is (hi + 2^(sh-33)) >> (sh - 32);
+    // |hi| < 2^30, no overflow.
+    const int32_t hi = static_cast<int32_t>(p >> 32);
+    r = (hi + (static_cast<int32_t>(1) << (sh - 33))) >> (sh - 32);
   } else {
-    r = static_cast<int32_t>(t >> sh);
+    r = static_cast<int32_t>((p + (static_cast<int64_t>(1) << (sh - 1))) >> sh);
   }
   int32_t v = zp + r;
   if (v < lo) v = lo;
   if (v > kInt8Max) v = kInt8Max;
   return static_cast<int8_t>(v);
+}
+
+#if TINYFED_DSCNN_DSP
+
+// The Cortex-M4's DSP extension (ARMv7E-M): SXTB16 unpacks bytes 0 and 2 (or, rotated, 1 and
+// 3) of a word into two int16 halves, SMLAD adds both halves' products to an int32. Exact
+// integer arithmetic: the same results as the portable loop (bench/ checks them against it).
+inline uint32_t load32(const int8_t* p) {
+  uint32_t v = 0;
+  memcpy(&v, p, sizeof v);  // LDR (the M4 reads unaligned words)
+  return v;
+}
+TINYFED_INLINE uint32_t sxtb16(uint32_t v) {
+  uint32_t r;
+  __asm("sxtb16 %0, %1" : "=r"(r) : "r"(v));
+  return r;
+}
+TINYFED_INLINE uint32_t sxtb16_ror8(uint32_t v) {
+  uint32_t r;
+  __asm("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+  return r;
+}
+TINYFED_INLINE int32_t smlad(uint32_t a, uint32_t b, int32_t acc) {
+  int32_t r;
+  __asm("smlad %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+  return r;
+}
+
+// Four output channels, one position: 4 inputs per step, each weight word unpacked once.
+TINYFED_INLINE void pw_dsp_step(const int8_t* w, uint32_t xe, uint32_t xo, int32_t& acc) {
+  const uint32_t wv = load32(w);
+  acc = smlad(sxtb16(wv), xe, acc);
+  acc = smlad(sxtb16_ror8(wv), xo, acc);
+}
+
+// Two int16 values (each within int16) in one word: a in bits 0-15, b in bits 16-31.
+inline uint32_t pack16(int32_t a, int32_t b) {
+  return (static_cast<uint32_t>(a) & 0xffffu) | (static_cast<uint32_t>(b) << 16);
+}
+#endif  // TINYFED_DSCNN_DSP
+
+// acc = bias - in_zp * sum_j w[c][j] + sum_j w[c][j] x[j]: the zero point leaves the
+// pointwise inner loop, which then multiplies raw int8 values.
+void fold_zero_point(const DscnnConv& l) {
+  for (int c = 0; c < kC; ++c) {
+    int32_t sum = 0;
+    for (int j = 0; j < kC; ++j) sum += l.w[c * kC + j];
+    g_corr[c] = l.bias[c] - l.in_zp * sum;
+  }
 }
 
 bool zp_ok(int32_t zp) { return zp >= kInt8Min && zp <= kInt8Max; }
@@ -81,6 +139,23 @@ Status dscnn_conv0(const int8_t* in, const DscnnConv& l, int8_t* out) {
       }
       int8_t* o = out + (oy * kDscnnW0 + ox) * kC;
       const int8_t* w = l.w;
+#if TINYFED_DSCNN_DSP
+      // SMLAD: taps (0, 2), (1, 3), (4, 6), (5, 7) as int16 pairs, matching SXTB16's unpacking
+      // of the weight words w[0..3] and w[4..7]; tap 8 alone.
+      const uint32_t v02 = pack16(v[0], v[2]), v13 = pack16(v[1], v[3]);
+      const uint32_t v46 = pack16(v[4], v[6]), v57 = pack16(v[5], v[7]);
+      for (int c = 0; c < kC; ++c, w += kDscnnTaps) {
+        const uint32_t w03 = load32(w);
+        const uint32_t w47 = load32(w + 4);
+        int32_t acc = l.bias[c] + w[8] * v[8];
+        acc = smlad(sxtb16(w03), v02, acc);
+        acc = smlad(sxtb16_ror8(w03), v13, acc);
+        acc = smlad(sxtb16(w47), v46, acc);
+        acc = smlad(sxtb16_ror8(w47), v57, acc);
+        o[c] = requant_clamp(acc, l.m[c], l.sh[c], l.out_zp, l.out_zp);
+      }
+      continue;
+#endif
       for (int c = 0; c < kC; ++c, w += kDscnnTaps) {
         const int32_t acc = l.bias[c] + w[0] * v[0] + w[1] * v[1] + w[2] * v[2] +
                             w[3] * v[3] + w[4] * v[4] + w[5] * v[5] + w[6] * v[6] +
@@ -100,6 +175,11 @@ Status dscnn_depthwise(const int8_t* in, int h, int w, int stride, const DscnnCo
   }
   const int oh = (h - 1) / stride + 1;
   const int ow = (w - 1) / stride + 1;
+  for (int c = 0; c < kC; ++c) {  // interior positions: bias - in_zp * (sum of the 9 weights)
+    int32_t sum = 0;
+    for (int t = 0; t < kDscnnTaps; ++t) sum += l.w[c * kDscnnTaps + t];
+    g_corr[c] = l.bias[c] - l.in_zp * sum;
+  }
   for (int oy = 0; oy < oh; ++oy) {
     const int y0 = oy * stride - 1;
     const int ky0 = y0 < 0 ? 1 : 0;                // first kernel row inside the input
@@ -110,18 +190,16 @@ Status dscnn_depthwise(const int8_t* in, int h, int w, int stride, const DscnnCo
       const int kx1 = x0 + 2 >= w ? w - 1 - x0 : 2;
       int8_t* o = out + (oy * ow + ox) * kC;
       if (ky0 == 0 && ky1 == 2 && kx0 == 0 && kx1 == 2) {
-        // Interior: all 9 taps, unrolled; rows of the input are w * 64 bytes apart.
+        // Interior: all 9 taps, unrolled, the zero point folded into g_corr; rows of the
+        // input are w * 64 bytes apart.
         const int8_t* p = in + (y0 * w + x0) * kC;
         const int row = w * kC;
-        const int32_t zp = l.in_zp;
         const int8_t* k = l.w;
         for (int c = 0; c < kC; ++c, ++p, k += kDscnnTaps) {
-          int32_t acc = l.bias[c];
-          acc += k[0] * (p[0] - zp) + k[1] * (p[kC] - zp) + k[2] * (p[2 * kC] - zp);
-          acc += k[3] * (p[row] - zp) + k[4] * (p[row + kC] - zp) +
-                 k[5] * (p[row + 2 * kC] - zp);
-          acc += k[6] * (p[2 * row] - zp) + k[7] * (p[2 * row + kC] - zp) +
-                 k[8] * (p[2 * row + 2 * kC] - zp);
+          int32_t acc = g_corr[c];
+          acc += k[0] * p[0] + k[1] * p[kC] + k[2] * p[2 * kC];
+          acc += k[3] * p[row] + k[4] * p[row + kC] + k[5] * p[row + 2 * kC];
+          acc += k[6] * p[2 * row] + k[7] * p[2 * row + kC] + k[8] * p[2 * row + 2 * kC];
           o[c] = requant_clamp(acc, l.m[c], l.sh[c], l.out_zp, l.out_zp);
         }
         continue;
@@ -143,42 +221,94 @@ Status dscnn_depthwise(const int8_t* in, int h, int w, int stride, const DscnnCo
   return Status::kOk;
 }
 
-Status dscnn_pointwise(const int8_t* in, int n, const DscnnConv& l, int8_t* out) {
+Status dscnn_pointwise_portable(const int8_t* in, int n, const DscnnConv& l, int8_t* out) {
   if (in == nullptr || out == nullptr || n < 0 || !conv_ok(l)) return Status::kBadArgument;
-  // acc = bias - in_zp * sum_j w[c][j] + sum_j w[c][j] x[j]: the zero point leaves the inner
-  // loop, which then multiplies raw int8 values.
-  for (int c = 0; c < kC; ++c) {
-    int32_t sum = 0;
-    for (int j = 0; j < kC; ++j) sum += l.w[c * kC + j];
-    g_corr[c] = l.bias[c] - l.in_zp * sum;
-  }
-  for (int p = 0; p < n; ++p) {
+  fold_zero_point(l);
+  // Two positions x four output channels at a time: each loaded input value serves four
+  // products and each loaded weight two; the 8 accumulators, 2 pointers and the 3 loaded
+  // values fit the Cortex-M4's registers. Input rows are 64 bytes apart, weight rows too
+  // (immediate offsets).
+  int p = 0;
+  for (; p + 1 < n; p += 2) {
     const int8_t* x = in + p * kC;
     int8_t* o = out + p * kC;
-    // Four output channels at a time: each input value is loaded once for four products;
-    // the four weight rows are 64, 128 and 192 bytes after the first (immediate offsets).
     for (int c = 0; c < kC; c += 4) {
       const int8_t* w = l.w + c * kC;
-      int32_t a0 = g_corr[c];
-      int32_t a1 = g_corr[c + 1];
-      int32_t a2 = g_corr[c + 2];
-      int32_t a3 = g_corr[c + 3];
-      for (int j = 0; j < kC; j += 2) {
+      int32_t a0 = g_corr[c], a1 = g_corr[c + 1], a2 = g_corr[c + 2], a3 = g_corr[c + 3];
+      int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
+      for (int j = 0; j < kC; ++j) {
         const int32_t x0 = x[j];
-        const int32_t x1 = x[j + 1];
-        a0 += w[j] * x0 + w[j + 1] * x1;
-        a1 += w[kC + j] * x0 + w[kC + j + 1] * x1;
-        a2 += w[2 * kC + j] * x0 + w[2 * kC + j + 1] * x1;
-        a3 += w[3 * kC + j] * x0 + w[3 * kC + j + 1] * x1;
+        const int32_t x1 = x[kC + j];
+        int32_t wv = w[j];
+        a0 += wv * x0;
+        b0 += wv * x1;
+        wv = w[kC + j];
+        a1 += wv * x0;
+        b1 += wv * x1;
+        wv = w[2 * kC + j];
+        a2 += wv * x0;
+        b2 += wv * x1;
+        wv = w[3 * kC + j];
+        a3 += wv * x0;
+        b3 += wv * x1;
       }
-      o[c] = requant_clamp(a0, l.m[c], l.sh[c], l.out_zp, l.out_zp);
-      o[c + 1] = requant_clamp(a1, l.m[c + 1], l.sh[c + 1], l.out_zp, l.out_zp);
-      o[c + 2] = requant_clamp(a2, l.m[c + 2], l.sh[c + 2], l.out_zp, l.out_zp);
-      o[c + 3] = requant_clamp(a3, l.m[c + 3], l.sh[c + 3], l.out_zp, l.out_zp);
+      const int32_t zp = l.out_zp;
+      o[c] = requant_clamp(a0, l.m[c], l.sh[c], zp, zp);
+      o[c + 1] = requant_clamp(a1, l.m[c + 1], l.sh[c + 1], zp, zp);
+      o[c + 2] = requant_clamp(a2, l.m[c + 2], l.sh[c + 2], zp, zp);
+      o[c + 3] = requant_clamp(a3, l.m[c + 3], l.sh[c + 3], zp, zp);
+      o[kC + c] = requant_clamp(b0, l.m[c], l.sh[c], zp, zp);
+      o[kC + c + 1] = requant_clamp(b1, l.m[c + 1], l.sh[c + 1], zp, zp);
+      o[kC + c + 2] = requant_clamp(b2, l.m[c + 2], l.sh[c + 2], zp, zp);
+      o[kC + c + 3] = requant_clamp(b3, l.m[c + 3], l.sh[c + 3], zp, zp);
+    }
+  }
+  for (; p < n; ++p) {  // an odd last position
+    const int8_t* x = in + p * kC;
+    for (int c = 0; c < kC; ++c) {
+      int32_t acc = g_corr[c];
+      for (int j = 0; j < kC; ++j) acc += l.w[c * kC + j] * x[j];
+      out[p * kC + c] = requant_clamp(acc, l.m[c], l.sh[c], l.out_zp, l.out_zp);
     }
   }
   return Status::kOk;
 }
+
+
+#if TINYFED_DSCNN_DSP
+
+Status dscnn_pointwise(const int8_t* in, int n, const DscnnConv& l, int8_t* out) {
+  if (in == nullptr || out == nullptr || n < 0 || !conv_ok(l)) return Status::kBadArgument;
+  fold_zero_point(l);
+  for (int p = 0; p < n; ++p) {
+    const int8_t* x = in + p * kC;
+    int8_t* o = out + p * kC;
+    for (int c = 0; c < kC; c += 4) {
+      const int8_t* w = l.w + c * kC;
+      int32_t a0 = g_corr[c], a1 = g_corr[c + 1], a2 = g_corr[c + 2], a3 = g_corr[c + 3];
+      for (int j = 0; j < kC; j += 4) {
+        const uint32_t xv = load32(x + j);
+        const uint32_t xe = sxtb16(xv);
+        const uint32_t xo = sxtb16_ror8(xv);
+        pw_dsp_step(w + j, xe, xo, a0);
+        pw_dsp_step(w + kC + j, xe, xo, a1);
+        pw_dsp_step(w + 2 * kC + j, xe, xo, a2);
+        pw_dsp_step(w + 3 * kC + j, xe, xo, a3);
+      }
+      const int32_t zp = l.out_zp;
+      o[c] = requant_clamp(a0, l.m[c], l.sh[c], zp, zp);
+      o[c + 1] = requant_clamp(a1, l.m[c + 1], l.sh[c + 1], zp, zp);
+      o[c + 2] = requant_clamp(a2, l.m[c + 2], l.sh[c + 2], zp, zp);
+      o[c + 3] = requant_clamp(a3, l.m[c + 3], l.sh[c + 3], zp, zp);
+    }
+  }
+  return Status::kOk;
+}
+#else
+Status dscnn_pointwise(const int8_t* in, int n, const DscnnConv& l, int8_t* out) {
+  return dscnn_pointwise_portable(in, n, l, out);
+}
+#endif
 
 Status dscnn_pool(const int8_t* in, int n, const DscnnWeights& wts, int8_t* out) {
   if (in == nullptr || out == nullptr || n < 1 || wts.pool_m < kMultiplierMin ||

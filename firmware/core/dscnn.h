@@ -18,6 +18,12 @@
 
 #include "status.h"
 
+#if defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
+#define TINYFED_DSCNN_DSP 1
+#else
+#define TINYFED_DSCNN_DSP 0
+#endif
+
 namespace tinyfed {
 
 // The extractor's shapes (docs/learning.md section 2, the layer table).
@@ -97,8 +103,11 @@ Status dscnn_depthwise(const int8_t* in, int h, int w, int stride, const DscnnCo
                        int8_t* out);
 
 // Pointwise 1x1 64 -> 64 over n positions: in[n][64] -> out[n][64]; in and out must not
-// overlap.
+// overlap. On a core with the ARMv7E-M DSP instructions (the Cortex-M4) it uses SMLAD (inline
+// assembly, TINYFED_DSCNN_DSP = 1); elsewhere it is dscnn_pointwise_portable, plain C++.
+// Both give the same bytes (tests/ check the portable one, bench/ compares the two on QEMU).
 Status dscnn_pointwise(const int8_t* in, int n, const DscnnConv& layer, int8_t* out);
+Status dscnn_pointwise_portable(const int8_t* in, int n, const DscnnConv& layer, int8_t* out);
 
 // Average pool over n positions: in[n][64] -> out[64].
 Status dscnn_pool(const int8_t* in, int n, const DscnnWeights& wts, int8_t* out);

@@ -48,7 +48,7 @@ void fill_conv(RandomModel& r, int idx, int8_t* w, int n, DscnnConv& l, int32_t 
     r.bias[idx][c] = rnd(-5000, 5000);
     r.m[idx][c] = rnd(0x40000000, 0x7fffffff);
     // Small shifts (< 32) and large ones: both paths of the requantisation.
-    r.sh[idx][c] = static_cast<int8_t>(c % 7 == 0 ? rnd(20, 31) : rnd(36, 44));
+    r.sh[idx][c] = static_cast<int8_t>(c % 7 == 0 ? rnd(20, 33) : rnd(33, 44));
   }
   l = DscnnConv{w, r.bias[idx], r.m[idx], r.sh[idx], in_zp, static_cast<int32_t>(rnd(-128, -100))};
 }
