@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dscnn.h"
+#include "dscnn_weights.h"
 #include "head.h"
 #include "mfcc.h"
 #include "nn.h"
@@ -111,51 +112,16 @@ void report(const char* what, uint32_t ticks, uint32_t insn_per_tick) {
   puts_(" instructions\n");
 }
 
-// ---- the dscnn family: a deterministic random int8 model (the cost does not depend on the
-// values, except that shifts >= 32 take the requantisation's short path, as trained ones do).
+// ---- the dscnn family: the shared vectors' model (vectors/dscnn/fw/dscnn_weights.cpp: a random
+// float model quantised like the released one, so its shifts are realistic) and a random input.
 constexpr int kC = tinyfed::kDscnnChannels;
-constexpr int kLayers = 1 + 2 * tinyfed::kDscnnBlocks;
-int8_t g_w[kLayers][kC * kC];
-int32_t g_bias[kLayers][kC];
-int32_t g_m[kLayers][kC];
-int8_t g_sh[kLayers][kC];
-float g_a[kC];
-float g_b[kC];
 int8_t g_input[tinyfed::kDscnnInput];
 tinyfed::Head g_head;
 
 void make_dscnn(tinyfed::DscnnWeights& wts) {
+  namespace dw = tinyfed::dscnn_weights;
+  wts = tinyfed::dscnn_weights_from(dw::kLayer, dw::kEmbedA, dw::kEmbedB);
   uint32_t x = 7u;
-  for (int l = 0; l < kLayers; ++l) {
-    for (int i = 0; i < kC * kC; ++i) {
-      x = tinyfed::xorshift32(x);
-      g_w[l][i] = static_cast<int8_t>(x >> 24);
-    }
-    for (int c = 0; c < kC; ++c) {
-      x = tinyfed::xorshift32(x);
-      g_bias[l][c] = static_cast<int32_t>(x >> 20) - 2048;
-      g_m[l][c] = static_cast<int32_t>(0x40000000u | (x >> 2));
-      g_sh[l][c] = 38;
-    }
-    tinyfed::DscnnConv conv{g_w[l], g_bias[l], g_m[l], g_sh[l], l == 0 ? 0 : -128, -128};
-    if (l == 0) {
-      wts.conv0 = conv;
-    } else if (l % 2 == 1) {
-      wts.dw[(l - 1) / 2] = conv;
-    } else {
-      wts.pw[(l - 2) / 2] = conv;
-    }
-  }
-  wts.pool_m = 0x50000000;
-  wts.pool_sh = 39;
-  wts.pool_in_zp = -128;
-  wts.pool_out_zp = -128;
-  for (int c = 0; c < kC; ++c) {
-    g_a[c] = 0.05f;
-    g_b[c] = -1.0f;
-  }
-  wts.a = g_a;
-  wts.b = g_b;
   for (int i = 0; i < tinyfed::kDscnnInput; ++i) {
     x = tinyfed::xorshift32(x);
     g_input[i] = static_cast<int8_t>(x >> 24);

@@ -99,13 +99,16 @@ void fold_zero_point(const DscnnConv& l) {
 
 bool zp_ok(int32_t zp) { return zp >= kInt8Min && zp <= kInt8Max; }
 
-bool conv_ok(const DscnnConv& l) {
-  if (l.w == nullptr || l.bias == nullptr || l.m == nullptr || l.sh == nullptr) return false;
-  if (!zp_ok(l.in_zp) || !zp_ok(l.out_zp)) return false;
+bool requant_ok(const DscnnConv& l) {
+  if (l.m == nullptr || l.sh == nullptr || !zp_ok(l.in_zp) || !zp_ok(l.out_zp)) return false;
   for (int c = 0; c < kC; ++c) {
     if (l.m[c] < kMultiplierMin || l.sh[c] < kShiftMin || l.sh[c] > kShiftMax) return false;
   }
   return true;
+}
+
+bool conv_ok(const DscnnConv& l) {
+  return l.w != nullptr && l.bias != nullptr && requant_ok(l);
 }
 
 }  // namespace
@@ -115,10 +118,7 @@ Status dscnn_check(const DscnnWeights& wts) {
   for (int i = 0; i < kDscnnBlocks; ++i) {
     if (!conv_ok(wts.dw[i]) || !conv_ok(wts.pw[i])) return Status::kBadArgument;
   }
-  if (wts.pool_m < kMultiplierMin || wts.pool_sh < kShiftMin || wts.pool_sh > kShiftMax ||
-      !zp_ok(wts.pool_in_zp) || !zp_ok(wts.pool_out_zp)) {
-    return Status::kBadArgument;
-  }
+  if (!requant_ok(wts.pool)) return Status::kBadArgument;
   if (wts.a == nullptr || wts.b == nullptr) return Status::kBadArgument;
   return Status::kOk;
 }
@@ -311,14 +311,12 @@ Status dscnn_pointwise(const int8_t* in, int n, const DscnnConv& l, int8_t* out)
 #endif
 
 Status dscnn_pool(const int8_t* in, int n, const DscnnWeights& wts, int8_t* out) {
-  if (in == nullptr || out == nullptr || n < 1 || wts.pool_m < kMultiplierMin ||
-      wts.pool_sh < kShiftMin || wts.pool_sh > kShiftMax) {
-    return Status::kBadArgument;
-  }
+  const DscnnConv& l = wts.pool;
+  if (in == nullptr || out == nullptr || n < 1 || !requant_ok(l)) return Status::kBadArgument;
   for (int c = 0; c < kC; ++c) {
     int32_t acc = 0;
-    for (int p = 0; p < n; ++p) acc += in[p * kC + c] - wts.pool_in_zp;
-    out[c] = requant_clamp(acc, wts.pool_m, wts.pool_sh, wts.pool_out_zp, kInt8Min);
+    for (int p = 0; p < n; ++p) acc += in[p * kC + c] - l.in_zp;
+    out[c] = requant_clamp(acc, l.m[c], l.sh[c], l.out_zp, kInt8Min);
   }
   return Status::kOk;
 }

@@ -59,20 +59,37 @@ struct DscnnConv {
   int32_t out_zp;
 };
 
-// The whole extractor. pool: acc = sum over the 130 positions of (q - in_zp) per channel,
-// out = clamp(out_zp + requant(acc, pool_m, pool_sh), -128, 127). a, b: the embedding's float
-// fold, e[c] = a[c] * q[c] + b[c].
+// The whole extractor. pool: acc = sum over the 130 positions of (q - pool.in_zp) per channel,
+// out = clamp(pool.out_zp + requant(acc, pool.m[c], pool.sh[c]), -128, 127) (pool.w and
+// pool.bias are not read; the model file stores one multiplier per channel, all equal).
+// a, b: the embedding's float fold, e[c] = a[c] * q[c] + b[c].
 struct DscnnWeights {
   DscnnConv conv0;
   DscnnConv dw[kDscnnBlocks];
   DscnnConv pw[kDscnnBlocks];
-  int32_t pool_m;
-  int8_t pool_sh;
-  int32_t pool_in_zp;
-  int32_t pool_out_zp;
+  DscnnConv pool;
   const float* a;  // [64]
   const float* b;  // [64]
 };
+
+// The DscnnWeights of a generated weight file (dscnn_weights.h: `Layer kLayer[10]` in the order
+// conv0, ds1.dw, ds1.pw, ..., ds4.pw, pool, each with weights, bias, m, sh, in_zp, out_zp).
+template <typename Layer>
+DscnnWeights dscnn_weights_from(const Layer* layers, const float* a, const float* b) {
+  DscnnWeights w{};
+  const auto conv = [](const Layer& l) {
+    return DscnnConv{l.weights, l.bias, l.m, l.sh, l.in_zp, l.out_zp};
+  };
+  w.conv0 = conv(layers[0]);
+  for (int i = 0; i < kDscnnBlocks; ++i) {
+    w.dw[i] = conv(layers[1 + 2 * i]);
+    w.pw[i] = conv(layers[2 + 2 * i]);
+  }
+  w.pool = conv(layers[1 + 2 * kDscnnBlocks]);
+  w.a = a;
+  w.b = b;
+  return w;
+}
 
 // Optional record of every layer's output (tests): each pointer may be null; NHWC int8.
 struct DscnnTrace {

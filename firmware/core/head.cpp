@@ -46,9 +46,9 @@ Status head_forward(const float* params, int k, const float* e, float* probs, fl
   float zmax = 0.0f;
   for (int c = 0; c < k; ++c) {
     const float* w = params + c * kHeadDim;
-    float sum = 0.0f;
+    float sum = b[c];  // z[k] = b[k], then += W[k][j] e[j] for j ascending (the reference)
     for (int j = 0; j < kHeadDim; ++j) sum += w[j] * e[j];
-    z[c] = b[c] + sum;
+    z[c] = sum;
     if (c == 0 || z[c] > zmax) zmax = z[c];
   }
   float total = 0.0f;
