@@ -20,6 +20,7 @@ constexpr int32_t kInt8Min = -128;
 alignas(4) int8_t g_buf_a[kDscnnBufA];
 alignas(4) int8_t g_buf_b[kDscnnBufB];
 int32_t g_corr[kC];
+int8_t g_patch[kDscnnTaps * kC];  // a depthwise window at the border, padding filled in
 
 // requant + zero point + clamp to [lo, 127]. When sh >= 33 (every layer of a trained model:
 // its multipliers are far below 1) only the high word of the product is needed
@@ -94,6 +95,20 @@ void fold_zero_point(const DscnnConv& l) {
     int32_t sum = 0;
     for (int j = 0; j < kC; ++j) sum += l.w[c * kC + j];
     g_corr[c] = l.bias[c] - l.in_zp * sum;
+  }
+}
+
+// Depthwise 3 x 3 for the 64 channels of one output position: the window's top-left tap at p,
+// rows `row` bytes apart, taps 64 bytes apart; acc = g_corr[c] + sum w * x (the zero point is
+// folded into g_corr).
+TINYFED_INLINE void dw_channels(const int8_t* p, int row, const DscnnConv& l, int8_t* o) {
+  const int8_t* k = l.w;
+  for (int c = 0; c < kC; ++c, ++p, k += kDscnnTaps) {
+    int32_t acc = g_corr[c];
+    acc += k[0] * p[0] + k[1] * p[kC] + k[2] * p[2 * kC];
+    acc += k[3] * p[row] + k[4] * p[row + kC] + k[5] * p[row + 2 * kC];
+    acc += k[6] * p[2 * row] + k[7] * p[2 * row + kC] + k[8] * p[2 * row + 2 * kC];
+    o[c] = requant_clamp(acc, l.m[c], l.sh[c], l.out_zp, l.out_zp);
   }
 }
 
@@ -190,32 +205,23 @@ Status dscnn_depthwise(const int8_t* in, int h, int w, int stride, const DscnnCo
       const int kx1 = x0 + 2 >= w ? w - 1 - x0 : 2;
       int8_t* o = out + (oy * ow + ox) * kC;
       if (ky0 == 0 && ky1 == 2 && kx0 == 0 && kx1 == 2) {
-        // Interior: all 9 taps, unrolled, the zero point folded into g_corr; rows of the
-        // input are w * 64 bytes apart.
-        const int8_t* p = in + (y0 * w + x0) * kC;
-        const int row = w * kC;
-        const int8_t* k = l.w;
-        for (int c = 0; c < kC; ++c, ++p, k += kDscnnTaps) {
-          int32_t acc = g_corr[c];
-          acc += k[0] * p[0] + k[1] * p[kC] + k[2] * p[2 * kC];
-          acc += k[3] * p[row] + k[4] * p[row + kC] + k[5] * p[row + 2 * kC];
-          acc += k[6] * p[2 * row] + k[7] * p[2 * row + kC] + k[8] * p[2 * row + 2 * kC];
-          o[c] = requant_clamp(acc, l.m[c], l.sh[c], l.out_zp, l.out_zp);
-        }
+        // Interior: the 3 x 3 window in place; input rows are w * 64 bytes apart.
+        dw_channels(in + (y0 * w + x0) * kC, w * kC, l, o);
         continue;
       }
-      // Border: only the taps inside the input (padding contributes 0).
-      for (int c = 0; c < kC; ++c) {
-        int32_t acc = l.bias[c];
-        const int8_t* k = l.w + c * kDscnnTaps;
-        for (int ky = ky0; ky <= ky1; ++ky) {
-          const int8_t* p = in + ((y0 + ky) * w + x0) * kC + c;
-          for (int kx = kx0; kx <= kx1; ++kx) {
-            acc += k[3 * ky + kx] * (p[kx * kC] - l.in_zp);
+      // Border: a copy of the window with the zero point where it leaves the input (a real
+      // 0: those taps add w * (zp - zp) = 0), then the same 9-tap loop.
+      for (int ky = 0; ky < 3; ++ky) {
+        for (int kx = 0; kx < 3; ++kx) {
+          int8_t* dst = g_patch + (3 * ky + kx) * kC;
+          if (ky < ky0 || ky > ky1 || kx < kx0 || kx > kx1) {
+            memset(dst, static_cast<int>(l.in_zp), kC);
+          } else {
+            memcpy(dst, in + ((y0 + ky) * w + x0 + kx) * kC, kC);
           }
         }
-        o[c] = requant_clamp(acc, l.m[c], l.sh[c], l.out_zp, l.out_zp);
       }
+      dw_channels(g_patch, 3 * kC, l, o);
     }
   }
   return Status::kOk;
@@ -286,14 +292,21 @@ Status dscnn_pointwise(const int8_t* in, int n, const DscnnConv& l, int8_t* out)
     for (int c = 0; c < kC; c += 4) {
       const int8_t* w = l.w + c * kC;
       int32_t a0 = g_corr[c], a1 = g_corr[c + 1], a2 = g_corr[c + 2], a3 = g_corr[c + 3];
-      for (int j = 0; j < kC; j += 4) {
-        const uint32_t xv = load32(x + j);
-        const uint32_t xe = sxtb16(xv);
-        const uint32_t xo = sxtb16_ror8(xv);
+      for (int j = 0; j < kC; j += 8) {  // two words per iteration: half the loop overhead
+        uint32_t xv = load32(x + j);
+        uint32_t xe = sxtb16(xv);
+        uint32_t xo = sxtb16_ror8(xv);
         pw_dsp_step(w + j, xe, xo, a0);
         pw_dsp_step(w + kC + j, xe, xo, a1);
         pw_dsp_step(w + 2 * kC + j, xe, xo, a2);
         pw_dsp_step(w + 3 * kC + j, xe, xo, a3);
+        xv = load32(x + j + 4);
+        xe = sxtb16(xv);
+        xo = sxtb16_ror8(xv);
+        pw_dsp_step(w + j + 4, xe, xo, a0);
+        pw_dsp_step(w + kC + j + 4, xe, xo, a1);
+        pw_dsp_step(w + 2 * kC + j + 4, xe, xo, a2);
+        pw_dsp_step(w + 3 * kC + j + 4, xe, xo, a3);
       }
       const int32_t zp = l.out_zp;
       o[c] = requant_clamp(a0, l.m[c], l.sh[c], zp, zp);
