@@ -145,7 +145,7 @@ void bench_dscnn(uint32_t insn_per_tick) {
   t0 = tick_read();
   tinyfed::dscnn_extract(g_input, wts, emb);
   report("dscnn_extract (one utterance)", ticks_since(t0), insn_per_tick);
-  static int8_t a[tinyfed::kDscnnBufA], b[tinyfed::kDscnnBufB];
+  static int8_t a[tinyfed::kDscnnConv0Out], b[tinyfed::kDscnnBufB];
   t0 = tick_read();
   tinyfed::dscnn_conv0(g_input, wts.conv0, a);
   report("  conv0", ticks_since(t0), insn_per_tick);

@@ -19,6 +19,7 @@ constexpr int32_t kInt8Min = -128;
 // layer's per-channel bias with the input zero point folded in.
 alignas(4) int8_t g_buf_a[kDscnnBufA];
 alignas(4) int8_t g_buf_b[kDscnnBufB];
+alignas(4) int8_t g_rows[3][kDscnnW0 * kDscnnChannels];  // conv0's rows for ds1.dw (3,840)
 int32_t g_corr[kC];
 int8_t g_patch[kDscnnTaps * kC];  // a depthwise window at the border, padding filled in
 
@@ -138,9 +139,11 @@ Status dscnn_check(const DscnnWeights& wts) {
   return Status::kOk;
 }
 
-Status dscnn_conv0(const int8_t* in, const DscnnConv& l, int8_t* out) {
-  if (in == nullptr || out == nullptr || !conv_ok(l)) return Status::kBadArgument;
-  for (int oy = 0; oy < kDscnnH0; ++oy) {
+namespace {
+
+// conv0's output row oy (20 positions x 64 channels) into out.
+void conv0_row(const int8_t* in, const DscnnConv& l, int oy, int8_t* out) {
+  {
     for (int ox = 0; ox < kDscnnW0; ++ox) {
       // The 9 taps minus the zero point; padding reads the zero point, a real 0.
       int32_t v[kDscnnTaps];
@@ -152,7 +155,7 @@ Status dscnn_conv0(const int8_t* in, const DscnnConv& l, int8_t* out) {
           v[3 * ky + kx] = inside ? static_cast<int32_t>(in[iy * kDscnnInW + ix]) - l.in_zp : 0;
         }
       }
-      int8_t* o = out + (oy * kDscnnW0 + ox) * kC;
+      int8_t* o = out + ox * kC;
       const int8_t* w = l.w;
 #if TINYFED_DSCNN_DSP
       // SMLAD: taps (0, 2), (1, 3), (4, 6), (5, 7) as int16 pairs, matching SXTB16's unpacking
@@ -179,8 +182,60 @@ Status dscnn_conv0(const int8_t* in, const DscnnConv& l, int8_t* out) {
       }
     }
   }
+}
+
+}  // namespace
+
+Status dscnn_conv0(const int8_t* in, const DscnnConv& l, int8_t* out) {
+  if (in == nullptr || out == nullptr || !conv_ok(l)) return Status::kBadArgument;
+  for (int oy = 0; oy < kDscnnH0; ++oy) conv0_row(in, l, oy, out + oy * kDscnnW0 * kC);
   return Status::kOk;
 }
+
+namespace {
+
+// Interior positions of a depthwise layer: bias - in_zp * (sum of the 9 weights).
+void dw_fold(const DscnnConv& l) {
+  for (int c = 0; c < kC; ++c) {
+    int32_t sum = 0;
+    for (int t = 0; t < kDscnnTaps; ++t) sum += l.w[c * kDscnnTaps + t];
+    g_corr[c] = l.bias[c] - l.in_zp * sum;
+  }
+}
+
+// One output row of a depthwise layer (after dw_fold): rows[k] is input row y0 + k (w x 64),
+// or null where it is padding.
+void dw_row(const int8_t* const rows[3], int w, int stride, const DscnnConv& l, int8_t* out) {
+  const int ow = (w - 1) / stride + 1;
+  const bool rows_ok = rows[0] != nullptr && rows[1] != nullptr && rows[2] != nullptr &&
+                       rows[1] - rows[0] == rows[2] - rows[1];
+  for (int ox = 0; ox < ow; ++ox) {
+    const int x0 = ox * stride - 1;
+    const int kx0 = x0 < 0 ? 1 : 0;                // first kernel column inside the input
+    const int kx1 = x0 + 2 >= w ? w - 1 - x0 : 2;  // last one
+    int8_t* o = out + ox * kC;
+    if (rows_ok && kx0 == 0 && kx1 == 2) {
+      // Interior: the 3 x 3 window in place.
+      dw_channels(rows[0] + x0 * kC, static_cast<int>(rows[1] - rows[0]), l, o);
+      continue;
+    }
+    // Border: a copy of the window with the zero point where it leaves the input (a real
+    // 0: those taps add w * (zp - zp) = 0), then the same 9-tap loop.
+    for (int ky = 0; ky < 3; ++ky) {
+      for (int kx = 0; kx < 3; ++kx) {
+        int8_t* dst = g_patch + (3 * ky + kx) * kC;
+        if (rows[ky] == nullptr || kx < kx0 || kx > kx1) {
+          memset(dst, static_cast<int>(l.in_zp), kC);
+        } else {
+          memcpy(dst, rows[ky] + (x0 + kx) * kC, kC);
+        }
+      }
+    }
+    dw_channels(g_patch, 3 * kC, l, o);
+  }
+}
+
+}  // namespace
 
 Status dscnn_depthwise(const int8_t* in, int h, int w, int stride, const DscnnConv& l,
                        int8_t* out) {
@@ -190,39 +245,14 @@ Status dscnn_depthwise(const int8_t* in, int h, int w, int stride, const DscnnCo
   }
   const int oh = (h - 1) / stride + 1;
   const int ow = (w - 1) / stride + 1;
-  for (int c = 0; c < kC; ++c) {  // interior positions: bias - in_zp * (sum of the 9 weights)
-    int32_t sum = 0;
-    for (int t = 0; t < kDscnnTaps; ++t) sum += l.w[c * kDscnnTaps + t];
-    g_corr[c] = l.bias[c] - l.in_zp * sum;
-  }
+  dw_fold(l);
   for (int oy = 0; oy < oh; ++oy) {
-    const int y0 = oy * stride - 1;
-    const int ky0 = y0 < 0 ? 1 : 0;                // first kernel row inside the input
-    const int ky1 = y0 + 2 >= h ? h - 1 - y0 : 2;  // last one
-    for (int ox = 0; ox < ow; ++ox) {
-      const int x0 = ox * stride - 1;
-      const int kx0 = x0 < 0 ? 1 : 0;
-      const int kx1 = x0 + 2 >= w ? w - 1 - x0 : 2;
-      int8_t* o = out + (oy * ow + ox) * kC;
-      if (ky0 == 0 && ky1 == 2 && kx0 == 0 && kx1 == 2) {
-        // Interior: the 3 x 3 window in place; input rows are w * 64 bytes apart.
-        dw_channels(in + (y0 * w + x0) * kC, w * kC, l, o);
-        continue;
-      }
-      // Border: a copy of the window with the zero point where it leaves the input (a real
-      // 0: those taps add w * (zp - zp) = 0), then the same 9-tap loop.
-      for (int ky = 0; ky < 3; ++ky) {
-        for (int kx = 0; kx < 3; ++kx) {
-          int8_t* dst = g_patch + (3 * ky + kx) * kC;
-          if (ky < ky0 || ky > ky1 || kx < kx0 || kx > kx1) {
-            memset(dst, static_cast<int>(l.in_zp), kC);
-          } else {
-            memcpy(dst, in + ((y0 + ky) * w + x0 + kx) * kC, kC);
-          }
-        }
-      }
-      dw_channels(g_patch, 3 * kC, l, o);
+    const int8_t* rows[3];
+    for (int k = 0; k < 3; ++k) {
+      const int y = oy * stride - 1 + k;
+      rows[k] = (y >= 0 && y < h) ? in + y * w * kC : nullptr;
     }
+    dw_row(rows, w, stride, l, out + oy * ow * kC);
   }
   return Status::kOk;
 }
@@ -339,17 +369,33 @@ Status dscnn_extract(const int8_t* input, const DscnnWeights& wts, int8_t* embed
   if (input == nullptr || embedding == nullptr) return Status::kBadArgument;
   Status s = dscnn_check(wts);
   if (!ok(s)) return s;
-  s = dscnn_conv0(input, wts.conv0, g_buf_a);
-  if (!ok(s)) return s;
-  if (trace != nullptr && trace->conv0 != nullptr) memcpy(trace->conv0, g_buf_a, kDscnnBufA);
-  // ds1.dw reads the 25 x 20 map in A; afterwards every map is 13 x 10 and alternates B -> A.
-  for (int i = 0; i < kDscnnBlocks; ++i) {
-    if (i == 0) {
-      s = dscnn_depthwise(g_buf_a, kDscnnH0, kDscnnW0, 2, wts.dw[0], g_buf_b);
-    } else {
-      s = dscnn_depthwise(g_buf_a, kDscnnH1, kDscnnW1, 1, wts.dw[i], g_buf_b);
+  // conv0 and ds1.dw together: ds1.dw's output row oy reads conv0's rows 2 oy - 1 .. 2 oy + 1,
+  // so conv0 is computed row by row into a window of 3 rows (the last one moves to the top).
+  dw_fold(wts.dw[0]);
+  constexpr int kRow = kDscnnW0 * kC;  // one conv0 row, 1,280 bytes
+  for (int oy = 0; oy < kDscnnH1; ++oy) {
+    const int8_t* rows[3] = {nullptr, g_rows[1], nullptr};
+    if (oy > 0) {
+      memcpy(g_rows[0], g_rows[2], kRow);
+      rows[0] = g_rows[0];
     }
-    if (!ok(s)) return s;
+    for (int k = 1; k < 3; ++k) {
+      const int y = 2 * oy - 1 + k;
+      if (y >= kDscnnH0) break;  // row 25 is padding
+      conv0_row(input, wts.conv0, y, g_rows[k]);
+      rows[k] = g_rows[k];
+      if (trace != nullptr && trace->conv0 != nullptr) {
+        memcpy(trace->conv0 + y * kRow, g_rows[k], kRow);
+      }
+    }
+    dw_row(rows, kDscnnW0, 2, wts.dw[0], g_buf_b + oy * kDscnnW1 * kC);
+  }
+  // Then every map is 13 x 10: B (depthwise) -> A (pointwise) -> B ...
+  for (int i = 0; i < kDscnnBlocks; ++i) {
+    if (i > 0) {
+      s = dscnn_depthwise(g_buf_a, kDscnnH1, kDscnnW1, 1, wts.dw[i], g_buf_b);
+      if (!ok(s)) return s;
+    }
     if (trace != nullptr && trace->dw[i] != nullptr) memcpy(trace->dw[i], g_buf_b, kDscnnBufB);
     s = dscnn_pointwise(g_buf_b, kDscnnPositions, wts.pw[i], g_buf_a);
     if (!ok(s)) return s;

@@ -9,9 +9,11 @@
 // so the same code runs the vectors' random model in the tests and the released weights
 // (the generated dscnn_weights.{h,cpp}) on the board.
 //
-// Memory: two static ping-pong activation buffers inside dscnn.cpp (kDscnnBufA +
-// kDscnnBufB = 40,320 bytes) and 256 bytes of per-channel corrections; nothing on the heap,
-// ~100 bytes of stack.
+// Memory, static inside dscnn.cpp: conv0 is never stored whole (32,000 bytes): it is computed
+// row by row into a 3-row window that ds1.dw consumes (kDscnnConv0Rows = 3,840), then two
+// ping-pong 13 x 10 x 64 maps (kDscnnBufA + kDscnnBufB = 16,640), plus 832 bytes of
+// per-channel constants and a border window: 21,312 bytes. Nothing on the heap, ~100 bytes of
+// stack.
 #pragma once
 
 #include <stdint.h>
@@ -39,8 +41,10 @@ constexpr int kDscnnPositions = kDscnnH1 * kDscnnW1;  // 130, averaged by the po
 constexpr int kDscnnBlocks = 4;     // ds1..ds4
 constexpr int kDscnnTaps = 9;       // 3x3 kernels
 constexpr int kDscnnEmbedding = kDscnnChannels;  // 64 values for the head
-constexpr int kDscnnBufA = kDscnnH0 * kDscnnW0 * kDscnnChannels;  // 32,000: conv0, pw outputs
-constexpr int kDscnnBufB = kDscnnPositions * kDscnnChannels;      // 8,320: dw outputs
+constexpr int kDscnnConv0Out = kDscnnH0 * kDscnnW0 * kDscnnChannels;  // 32,000 (not stored)
+constexpr int kDscnnBufA = kDscnnPositions * kDscnnChannels;  // 8,320: pointwise outputs
+constexpr int kDscnnBufB = kDscnnPositions * kDscnnChannels;  // 8,320: depthwise outputs
+constexpr int kDscnnConv0Rows = 3 * kDscnnW0 * kDscnnChannels;  // 3,840: conv0 rows for ds1.dw
 // About 2.7 M multiply-accumulates per utterance (docs/learning.md): conv0 288,000, the four
 // depthwise 299,520, the four pointwise 2,129,920.
 
@@ -93,7 +97,7 @@ DscnnWeights dscnn_weights_from(const Layer* layers, const float* a, const float
 
 // Optional record of every layer's output (tests): each pointer may be null; NHWC int8.
 struct DscnnTrace {
-  int8_t* conv0;                // [25][20][64]
+  int8_t* conv0;                // [25][20][64] (kDscnnConv0Out)
   int8_t* dw[kDscnnBlocks];     // [13][10][64]
   int8_t* pw[kDscnnBlocks];     // [13][10][64]
 };

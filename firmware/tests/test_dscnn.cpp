@@ -136,12 +136,12 @@ void check_kernels() {
   make_model(r);
   static int8_t input[tinyfed::kDscnnInput];
   for (int8_t& v : input) v = static_cast<int8_t>(rnd(-128, 127));
-  static int8_t got[tinyfed::kDscnnBufA];
-  static int8_t want[tinyfed::kDscnnBufA];
-  static int8_t map0[tinyfed::kDscnnBufA];
+  static int8_t got[tinyfed::kDscnnConv0Out];
+  static int8_t want[tinyfed::kDscnnConv0Out];
+  static int8_t map0[tinyfed::kDscnnConv0Out];
   check(tinyfed::ok(tinyfed::dscnn_conv0(input, r.wts.conv0, map0)), "kernels", "conv0 runs");
   ref_conv3(input, 50, 40, 1, false, 2, r.wts.conv0, want);
-  check(memcmp(map0, want, tinyfed::kDscnnBufA) == 0, "kernels", "conv0 = textbook loops");
+  check(memcmp(map0, want, tinyfed::kDscnnConv0Out) == 0, "kernels", "conv0 = textbook loops");
   // Depthwise stride 2 on the 25 x 20 map, then stride 1 on a random 13 x 10 map whose zero
   // point is not the minimum (so padding and real values differ).
   check(tinyfed::ok(tinyfed::dscnn_depthwise(map0, 25, 20, 2, r.wts.dw[0], got)), "kernels",
@@ -175,10 +175,10 @@ void check_kernels() {
   int8_t emb[kC];
   static int8_t dwt[tinyfed::kDscnnBlocks][tinyfed::kDscnnBufB];
   static int8_t pwt[tinyfed::kDscnnBlocks][tinyfed::kDscnnBufB];
-  static int8_t c0t[tinyfed::kDscnnBufA];
+  static int8_t c0t[tinyfed::kDscnnConv0Out];
   tinyfed::DscnnTrace tr{c0t, {dwt[0], dwt[1], dwt[2], dwt[3]}, {pwt[0], pwt[1], pwt[2], pwt[3]}};
   check(tinyfed::ok(tinyfed::dscnn_extract(input, r.wts, emb, &tr)), "extract", "runs");
-  bool chain = memcmp(c0t, map0, tinyfed::kDscnnBufA) == 0;
+  bool chain = memcmp(c0t, map0, tinyfed::kDscnnConv0Out) == 0;
   ref_conv3(map0, 25, 20, kC, true, 2, r.wts.dw[0], want);
   chain = chain && memcmp(dwt[0], want, tinyfed::kDscnnBufB) == 0;
   for (int i = 0; i < tinyfed::kDscnnBlocks; ++i) {

@@ -11,8 +11,9 @@ extern "C" {
 char dram_1_head_params_store_order[sizeof(tinyfed::Head)];
 // Of which the replay store alone (320 x 64 int8 + 320 labels).
 char dram_2_of_which_replay_store[sizeof(tinyfed::Head::store) + sizeof(tinyfed::Head::labels)];
-// The extractor's ping-pong activations (inside dscnn.o's .bss).
-char dram_3_of_dscnn_o_activations[tinyfed::kDscnnBufA + tinyfed::kDscnnBufB];
+// The extractor's activations: conv0 rows + ping-pong maps (inside dscnn.o's .bss).
+char dram_3_of_dscnn_o_activations[tinyfed::kDscnnConv0Rows + tinyfed::kDscnnBufA +
+                                    tinyfed::kDscnnBufB];
 // The int8 input map (the device's, 50 x 40).
 char dram_4_input_int8[tinyfed::kDscnnInput];
 }
