@@ -14,6 +14,7 @@ constexpr int kShiftMin = 1;                     // spec: sh in [1, 62]
 constexpr int kShiftMax = 62;
 constexpr int32_t kInt8Max = 127;
 constexpr int32_t kInt8Min = -128;
+constexpr int64_t kRequantLimit = 256;  // beyond +-256, zp + r clamps alike for any int8 zp
 
 // The ping-pong activation buffers (static: the board has no heap) and the pointwise
 // layer's per-channel bias with the input zero point folded in.
@@ -42,7 +43,12 @@ TINYFED_INLINE int8_t requant_clamp(int32_t acc, int32_t m, int sh, int32_t zp, 
     const int32_t hi = static_cast<int32_t>(p >> 32);
     r = (hi + (static_cast<int32_t>(1) << (sh - 33))) >> (sh - 32);
   } else {
-    r = static_cast<int32_t>((p + (static_cast<int64_t>(1) << (sh - 1))) >> sh);
+    // A small shift can give a value beyond int32: saturate it first (anything outside
+    // [-256, 256] clamps to the same int8 as the exact value, since |zp| <= 128).
+    int64_t r64 = (p + (static_cast<int64_t>(1) << (sh - 1))) >> sh;
+    if (r64 > kRequantLimit) r64 = kRequantLimit;
+    if (r64 < -kRequantLimit) r64 = -kRequantLimit;
+    r = static_cast<int32_t>(r64);
   }
   int32_t v = zp + r;
   if (v < lo) v = lo;

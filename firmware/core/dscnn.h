@@ -103,7 +103,8 @@ struct DscnnTrace {
 };
 
 // The spec's rounding rule: (acc * m + 2^(sh-1)) >> sh, int64 product, arithmetic shift
-// (rounds half up). Requires sh in [1, 62].
+// (rounds half up). Requires sh in [1, 62]; the result must fit int32 (the kernels saturate
+// it first).
 inline int32_t dscnn_requant(int32_t acc, int32_t m, int sh) {
   const int64_t p = static_cast<int64_t>(acc) * static_cast<int64_t>(m);
   return static_cast<int32_t>((p + (static_cast<int64_t>(1) << (sh - 1))) >> sh);

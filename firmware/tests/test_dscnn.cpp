@@ -129,6 +129,21 @@ void check_requant() {
   check(dscnn_requant(5, kHalf, 32) == 1, "requant", "1.25 -> 1");
   check(dscnn_requant(-5, kHalf, 32) == -1, "requant", "-1.25 -> -1");
   check(dscnn_requant(2147483647, 0x7fffffff, 62) == 1, "requant", "int64 product, no overflow");
+  // Through a layer: a bias of 2^31 - 1 with shift 1 (a value far beyond int32 after the
+  // multiplier) saturates at 127, and -2^31 at the zero point (ReLU).
+  int8_t w0[kC * 9] = {};
+  int32_t bias[kC], m[kC];
+  int8_t sh[kC];
+  for (int c = 0; c < kC; ++c) {
+    bias[c] = c % 2 == 0 ? 2147483647 : -2147483647 - 1;
+    m[c] = 0x7fffffff;
+    sh[c] = 1;
+  }
+  const DscnnConv huge{w0, bias, m, sh, 0, -5};
+  static int8_t in[tinyfed::kDscnnInput] = {};
+  static int8_t out[tinyfed::kDscnnConv0Out];
+  tinyfed::dscnn_conv0(in, huge, out);
+  check(out[0] == 127 && out[1] == -5, "requant", "results beyond int32 saturate correctly");
 }
 
 void check_kernels() {
