@@ -133,6 +133,9 @@ class Device {
   bool transfer_open() const { return xfer_.open; }
   // Model downloads applied since boot (the virtual board's script can wait for one).
   uint32_t models_applied() const { return models_applied_; }
+  // HELLO_REQs answered: a host starts every conversation with one (a HAL that cannot see a
+  // host arrive, like the virtual board's pty, sends its boot report after each).
+  uint32_t hello_requests() const { return hello_requests_; }
 
  private:
   friend struct DeviceMemoryMap;  // tools/memory_map.cpp: the RAM breakdown of `make size`
@@ -225,6 +228,7 @@ class Device {
   uint32_t steps_since_global_ = 0;
   uint32_t total_steps_ = 0;
   uint32_t models_applied_ = 0;
+  uint32_t hello_requests_ = 0;
   Transfer xfer_{};
   // READ in progress: MODEL_CHUNK frames still to send, one per poll.
   uint32_t read_offset_ = 0;

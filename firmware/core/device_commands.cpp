@@ -78,7 +78,10 @@ void Device::handle_frame(const link::Frame& f) {
   }
 }
 
-void Device::on_hello_req(const link::Frame&) { send_hello(); }
+void Device::on_hello_req(const link::Frame&) {
+  ++hello_requests_;
+  send_hello();
+}
 
 void Device::on_set_params(const link::Frame& f) {
   const msg::SetParams::Fields m = msg::SetParams::decode(f.payload);

@@ -292,6 +292,15 @@ int main(int argc, char** argv) {
   tinyfed::host::ScriptedUser user(script_path.empty() ? nullptr : &script);
   bool script_reported = false;
 
+  // What the real board reports at boot, for this board: its microphone is the script's WAV
+  // clips (or silence without a script), its buttons the script's presses.
+  char boot_report[160];
+  snprintf(boot_report, sizeof boot_report,
+           "board: virtual; microphone ok (%s, %u ms recordings); buttons scripted; family %s",
+           script_path.empty() ? "no script: silence" : "the script's WAV clips",
+           static_cast<unsigned>(record_ms),
+           config.arch == tinyfed::link::ArchId::kDscnnHead ? "dscnn" : "paper");
+  uint32_t hellos_seen = device.hello_requests();
   while (!g_stop) {
     hal.flush_tx();
     pollfd pfd;
@@ -307,6 +316,11 @@ int main(int argc, char** argv) {
     else poll(nullptr, 0, wait_ms);
     user.poll(hal, device);
     device.poll();
+    if (device.hello_requests() != hellos_seen) {
+      // The board's boot report (README, hardware checklist) follows a new host's HELLO.
+      hellos_seen = device.hello_requests();
+      device.report(LogLevel::kInfo, boot_report);
+    }
     if (!use_pty && hal.link_eof()) break;  // stdin closed: the peer is gone
     if (!script_reported && !script_path.empty() && user.done() &&
         device.state() == tinyfed::link::State::kIdle) {
