@@ -118,6 +118,8 @@ void report(const char* what, uint32_t ticks, uint32_t insn_per_tick) {
 constexpr int kC = tinyfed::kDscnnChannels;
 int8_t g_input[tinyfed::kDscnnInput];
 tinyfed::Head g_head;
+tinyfed::DscnnWork g_work;      // the extractor's activations (caller-owned)
+tinyfed::LogmelWork g_logmel;  // logmel40's float map (caller-owned)
 
 void make_dscnn(tinyfed::DscnnWeights& wts) {
   namespace dw = tinyfed::dscnn_weights;
@@ -136,14 +138,14 @@ void bench_dscnn(uint32_t insn_per_tick) {
   static int16_t audio[tinyfed::kAudioSamples];
   memcpy(audio, g_audio, sizeof audio);
   uint32_t t0 = tick_read();
-  tinyfed::logmel40_compute(audio, g_input);
+  tinyfed::logmel40_compute(audio, g_input, g_logmel);
   report("logmel40_compute (1 s of audio)", ticks_since(t0), insn_per_tick);
   puts_("fnv1a(logmel40 input) = ");
   put_u(fnv1a(g_input, sizeof g_input));
   puts_("\n");
   int8_t emb[kC];
   t0 = tick_read();
-  tinyfed::dscnn_extract(g_input, wts, emb);
+  tinyfed::dscnn_extract(g_input, wts, emb, g_work);
   report("dscnn_extract (one utterance)", ticks_since(t0), insn_per_tick);
   static int8_t a[tinyfed::kDscnnConv0Out], b[tinyfed::kDscnnBufB];
   t0 = tick_read();
@@ -183,14 +185,14 @@ void bench_dscnn(uint32_t insn_per_tick) {
     tinyfed::head_store_add(g_head, emb, static_cast<uint8_t>(i % 3));
   }
   t0 = tick_read();
-  tinyfed::head_record(g_head, g_input, 2, wts, 0.1f, &loss);
+  tinyfed::head_record(g_head, g_input, 2, wts, 0.1f, &loss, g_work);
   report("head_record (5 extractions + a pass over 320)", ticks_since(t0), insn_per_tick);
   t0 = tick_read();
   tinyfed::head_replay_pass(g_head, wts, 0.1f, &loss);
   report("  of which the replay pass (320 head steps)", ticks_since(t0), insn_per_tick);
   int word = 0;
   t0 = tick_read();
-  tinyfed::head_decide(g_head, g_input, wts, tinyfed::kHeadThreshold, &word, nullptr);
+  tinyfed::head_decide(g_head, g_input, wts, tinyfed::kHeadThreshold, &word, nullptr, g_work);
   report("head_decide (extraction + head)", ticks_since(t0), insn_per_tick);
   puts_("fnv1a(head after record) = ");
   put_u(fnv1a(g_head.params, sizeof g_head.params));

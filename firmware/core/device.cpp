@@ -315,17 +315,17 @@ Status Device::compute_dscnn(uint8_t label, bool from_audio, float* outputs, flo
   Status s = Status::kOk;
   if (from_audio) {
     *stage = "logmel40";
-    s = logmel40_compute(audio_, input);
+    s = logmel40_compute(audio_, input, dscnn_work().logmel);
     if (!ok(s)) return s;
   }
   *stage = "extractor";
   int word = kHeadUnknown;
-  s = head_decide(head_, input, wts, kHeadThreshold, &word, outputs);
+  s = head_decide(head_, input, wts, kHeadThreshold, &word, outputs, dscnn_work().extractor);
   if (!ok(s)) return s;
   *detected = word;
   if (label == link::kNoClass) return Status::kOk;
   *stage = "training step";
-  return head_record(head_, input, label, wts, lr_, loss);
+  return head_record(head_, input, label, wts, lr_, loss, dscnn_work().extractor);
 }
 
 void Device::set_state(State s) {

@@ -95,6 +95,17 @@ struct DeviceConfig {
 constexpr uint32_t kHeadModelBytes = static_cast<uint32_t>(kOutputs * (kHeadDim + 1)) * 4;  // 780
 constexpr uint32_t kLogmelInputBytes = static_cast<uint32_t>(kLogmelValues);  // 2,000 int8
 
+// The dscnn family's working memory (28,480 B). A board runs one family, so it lives in the
+// paper's momentum buffer (velocity_, 41,868 B), after the first kHeadModelBytes that stage a
+// downloaded head: the dscnn family adds no RAM to the Device (docs/learning.md, README).
+struct DscnnDeviceWork {
+  DscnnWork extractor;
+  LogmelWork logmel;
+};
+static_assert(kHeadModelBytes % 4 == 0, "the work area after the staged head stays aligned");
+static_assert(kHeadModelBytes + sizeof(DscnnDeviceWork) <= sizeof(float) * kParams,
+              "the dscnn work area fits in the paper's momentum buffer");
+
 // Validates hyper-parameters as SET_PARAMS does: lr in (0, 10], momentum in [0, 1),
 // local_steps >= 1 (spec.py SetParams).
 bool params_valid(float lr, float momentum, uint16_t local_steps);
@@ -176,6 +187,10 @@ class Device {
   Status compute_dscnn(uint8_t label, bool from_audio, float* outputs, float* loss,
                        int* detected, const char** stage);
   uint32_t target_size(link::XferTarget t) const;
+  DscnnDeviceWork& dscnn_work() {
+    return *reinterpret_cast<DscnnDeviceWork*>(reinterpret_cast<uint8_t*>(velocity_) +
+                                               kHeadModelBytes);
+  }
   void poll_read();
   void poll_blink(uint32_t now);
   void poll_idle_leds();

@@ -16,11 +16,8 @@ constexpr int32_t kInt8Max = 127;
 constexpr int32_t kInt8Min = -128;
 constexpr int64_t kRequantLimit = 256;  // beyond +-256, zp + r clamps alike for any int8 zp
 
-// The ping-pong activation buffers (static: the board has no heap) and the pointwise
-// layer's per-channel bias with the input zero point folded in.
-alignas(4) int8_t g_buf_a[kDscnnBufA];
-alignas(4) int8_t g_buf_b[kDscnnBufB];
-alignas(4) int8_t g_rows[3][kDscnnW0 * kDscnnChannels];  // conv0's rows for ds1.dw (3,840)
+// The pointwise layer's per-channel bias with the input zero point folded in (the activations
+// are the caller's DscnnWork).
 int32_t g_corr[kC];
 int8_t g_patch[kDscnnTaps * kC];  // a depthwise window at the border, padding filled in
 
@@ -371,7 +368,7 @@ Status dscnn_pool(const int8_t* in, int n, const DscnnWeights& wts, int8_t* out)
 }
 
 Status dscnn_extract(const int8_t* input, const DscnnWeights& wts, int8_t* embedding,
-                     DscnnTrace* trace) {
+                     DscnnWork& work, DscnnTrace* trace) {
   if (input == nullptr || embedding == nullptr) return Status::kBadArgument;
   Status s = dscnn_check(wts);
   if (!ok(s)) return s;
@@ -380,34 +377,34 @@ Status dscnn_extract(const int8_t* input, const DscnnWeights& wts, int8_t* embed
   dw_fold(wts.dw[0]);
   constexpr int kRow = kDscnnW0 * kC;  // one conv0 row, 1,280 bytes
   for (int oy = 0; oy < kDscnnH1; ++oy) {
-    const int8_t* rows[3] = {nullptr, g_rows[1], nullptr};
+    const int8_t* rows[3] = {nullptr, work.rows[1], nullptr};
     if (oy > 0) {
-      memcpy(g_rows[0], g_rows[2], kRow);
-      rows[0] = g_rows[0];
+      memcpy(work.rows[0], work.rows[2], kRow);
+      rows[0] = work.rows[0];
     }
     for (int k = 1; k < 3; ++k) {
       const int y = 2 * oy - 1 + k;
       if (y >= kDscnnH0) break;  // row 25 is padding
-      conv0_row(input, wts.conv0, y, g_rows[k]);
-      rows[k] = g_rows[k];
+      conv0_row(input, wts.conv0, y, work.rows[k]);
+      rows[k] = work.rows[k];
       if (trace != nullptr && trace->conv0 != nullptr) {
-        memcpy(trace->conv0 + y * kRow, g_rows[k], kRow);
+        memcpy(trace->conv0 + y * kRow, work.rows[k], kRow);
       }
     }
-    dw_row(rows, kDscnnW0, 2, wts.dw[0], g_buf_b + oy * kDscnnW1 * kC);
+    dw_row(rows, kDscnnW0, 2, wts.dw[0], work.b + oy * kDscnnW1 * kC);
   }
   // Then every map is 13 x 10: B (depthwise) -> A (pointwise) -> B ...
   for (int i = 0; i < kDscnnBlocks; ++i) {
     if (i > 0) {
-      s = dscnn_depthwise(g_buf_a, kDscnnH1, kDscnnW1, 1, wts.dw[i], g_buf_b);
+      s = dscnn_depthwise(work.a, kDscnnH1, kDscnnW1, 1, wts.dw[i], work.b);
       if (!ok(s)) return s;
     }
-    if (trace != nullptr && trace->dw[i] != nullptr) memcpy(trace->dw[i], g_buf_b, kDscnnBufB);
-    s = dscnn_pointwise(g_buf_b, kDscnnPositions, wts.pw[i], g_buf_a);
+    if (trace != nullptr && trace->dw[i] != nullptr) memcpy(trace->dw[i], work.b, kDscnnBufB);
+    s = dscnn_pointwise(work.b, kDscnnPositions, wts.pw[i], work.a);
     if (!ok(s)) return s;
-    if (trace != nullptr && trace->pw[i] != nullptr) memcpy(trace->pw[i], g_buf_a, kDscnnBufB);
+    if (trace != nullptr && trace->pw[i] != nullptr) memcpy(trace->pw[i], work.a, kDscnnBufB);
   }
-  return dscnn_pool(g_buf_a, kDscnnPositions, wts, embedding);
+  return dscnn_pool(work.a, kDscnnPositions, wts, embedding);
 }
 
 Status dscnn_embedding_float(const int8_t* q, const DscnnWeights& wts, float* e) {

@@ -136,10 +136,18 @@ Status dscnn_pool(const int8_t* in, int n, const DscnnWeights& wts, int8_t* out)
 
 // ---- The whole extractor -----------------------------------------------------------------
 
-// input[50][40] int8 -> embedding[64] int8. Uses the static activation buffers (not
-// reentrant). Errors: kBadArgument (null pointer or dscnn_check fails).
+// The extractor's activations (20,480 bytes): the caller owns them, so a board that runs one
+// model family at a time can lend it memory the other family would use (core/device.h).
+struct DscnnWork {
+  alignas(4) int8_t a[kDscnnBufA];                         // pointwise outputs
+  alignas(4) int8_t b[kDscnnBufB];                         // depthwise outputs
+  alignas(4) int8_t rows[3][kDscnnW0 * kDscnnChannels];    // conv0's rows for ds1.dw (3,840)
+};
+
+// input[50][40] int8 -> embedding[64] int8, in `work` (not reentrant for one work). Errors:
+// kBadArgument (null pointer or dscnn_check fails).
 Status dscnn_extract(const int8_t* input, const DscnnWeights& wts, int8_t* embedding,
-                     DscnnTrace* trace = nullptr);
+                     DscnnWork& work, DscnnTrace* trace = nullptr);
 
 // The head's input: e[c] = a[c] * q[c] + b[c] in float32 (two roundings, no fused multiply-add).
 Status dscnn_embedding_float(const int8_t* q, const DscnnWeights& wts, float* e);

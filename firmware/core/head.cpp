@@ -153,18 +153,18 @@ Status head_replay_pass(Head& head, const DscnnWeights& wts, float lr, float* me
 }
 
 Status head_record(Head& head, const int8_t* input, uint8_t label, const DscnnWeights& wts,
-                   float lr, float* mean_loss) {
+                   float lr, float* mean_loss, DscnnWork& work) {
   if (input == nullptr || !k_ok(head.k) || label >= head.k || !isfinite(lr)) {
     return Status::kBadArgument;
   }
   // All five extractions first: a failure leaves the store and the head untouched.
   static int8_t embeddings[kHeadCopies][kHeadDim];
-  Status s = dscnn_extract(input, wts, embeddings[0]);
+  Status s = dscnn_extract(input, wts, embeddings[0], work);
   if (!ok(s)) return s;
   for (int copy = 1; copy < kHeadCopies; ++copy) {
     s = head_augment(input, copy, g_copy);
     if (!ok(s)) return s;
-    s = dscnn_extract(g_copy, wts, embeddings[copy]);
+    s = dscnn_extract(g_copy, wts, embeddings[copy], work);
     if (!ok(s)) return s;
   }
   for (int copy = 0; copy < kHeadCopies; ++copy) {
@@ -176,9 +176,9 @@ Status head_record(Head& head, const int8_t* input, uint8_t label, const DscnnWe
 }
 
 Status head_decide(const Head& head, const int8_t* input, const DscnnWeights& wts,
-                   float threshold, int* word, float* probs) {
+                   float threshold, int* word, float* probs, DscnnWork& work) {
   if (input == nullptr || word == nullptr || !k_ok(head.k)) return Status::kBadArgument;
-  Status s = dscnn_extract(input, wts, g_emb);
+  Status s = dscnn_extract(input, wts, g_emb, work);
   if (!ok(s)) return s;
   s = dscnn_embedding_float(g_emb, wts, g_e);
   if (!ok(s)) return s;

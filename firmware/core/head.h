@@ -85,11 +85,11 @@ Status head_replay_pass(Head& head, const DscnnWeights& wts, float lr, float* me
 // the store, head.recordings counts it, then one replay pass. Errors: kBadArgument (label >= k),
 // the extractor's errors.
 Status head_record(Head& head, const int8_t* input, uint8_t label, const DscnnWeights& wts,
-                   float lr, float* mean_loss);
+                   float lr, float* mean_loss, DscnnWork& work);
 
 // Inference: the word with the highest probability if it is at least `threshold`, else
 // kHeadUnknown. probs (may be null) receives the K probabilities.
 Status head_decide(const Head& head, const int8_t* input, const DscnnWeights& wts,
-                   float threshold, int* word, float* probs);
+                   float threshold, int* word, float* probs, DscnnWork& work);
 
 }  // namespace tinyfed

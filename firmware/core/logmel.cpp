@@ -21,7 +21,6 @@ static_assert(logmel_table::kBands == kLogmelBands && logmel_table::kBins == kFf
 // spectrum, and the float map of the whole second.
 float g_frame[kFftLength];
 float g_power[kFftBins];
-float g_map[kLogmelValues];
 
 }  // namespace
 
@@ -74,7 +73,7 @@ Status logmel_quantise(const float* x, int n, int8_t* out) {
   return Status::kOk;
 }
 
-Status logmel40_compute(int16_t* audio, int8_t* out, LogmelTrace* trace) {
+Status logmel40_compute(int16_t* audio, int8_t* out, LogmelWork& work, LogmelTrace* trace) {
   if (audio == nullptr || out == nullptr) return Status::kBadArgument;
   int32_t shift = 0;
   Status s = align_audio(audio, static_cast<uint32_t>(kAudioSamples), &shift);
@@ -86,16 +85,16 @@ Status logmel40_compute(int16_t* audio, int8_t* out, LogmelTrace* trace) {
     if (!ok(s)) return s;
     s = mfcc_power_spectrum(g_frame, g_power);
     if (!ok(s)) return s;
-    s = logmel_bands(g_power, g_map + kLogmelBands * t);
+    s = logmel_bands(g_power, work.map + kLogmelBands * t);
     if (!ok(s)) return s;
   }
-  if (trace != nullptr && trace->log_mel != nullptr) memcpy(trace->log_mel, g_map, sizeof g_map);
-  s = logmel_normalise(g_map);
+  if (trace != nullptr && trace->log_mel != nullptr) memcpy(trace->log_mel, work.map, sizeof work.map);
+  s = logmel_normalise(work.map);
   if (!ok(s)) return s;
   if (trace != nullptr && trace->normalised != nullptr) {
-    memcpy(trace->normalised, g_map, sizeof g_map);
+    memcpy(trace->normalised, work.map, sizeof work.map);
   }
-  return logmel_quantise(g_map, kLogmelValues, out);
+  return logmel_quantise(work.map, kLogmelValues, out);
 }
 
 }  // namespace tinyfed

@@ -43,8 +43,14 @@ Status logmel_normalise(float* values);
 // kNonFinite (a non-finite x; out untouched).
 Status logmel_quantise(const float* x, int n, int8_t* out);
 
-// Steps 1-6: audio[16000] (aligned in place) -> out[2000] int8. Not reentrant (static work
-// buffers). Errors: kBadArgument (null), the stages' errors.
-Status logmel40_compute(int16_t* audio, int8_t* out, LogmelTrace* trace = nullptr);
+// The float map of steps 3-5 (8,000 bytes): the caller's, like DscnnWork (core/device.h).
+struct LogmelWork {
+  float map[kLogmelValues];
+};
+
+// Steps 1-6: audio[16000] (aligned in place) -> out[2000] int8, in `work` (and a static frame
+// and spectrum: not reentrant). Errors: kBadArgument (null), the stages' errors.
+Status logmel40_compute(int16_t* audio, int8_t* out, LogmelWork& work,
+                        LogmelTrace* trace = nullptr);
 
 }  // namespace tinyfed

@@ -28,6 +28,8 @@ const DscnnWeights kWeights = dscnn_weights_from(
     dscnn_weights::kLayer, dscnn_weights::kEmbedA, dscnn_weights::kEmbedB);
 
 Head g_ref;  // the reference: the same head code run beside the device
+DscnnWork g_work;
+LogmelWork g_logmel;
 
 void input_of(int variant, int8_t* x) {
   for (int i = 0; i < kLogmelValues; ++i) {
@@ -78,8 +80,8 @@ void test_train_on_host_inputs() {
     const uint8_t label = static_cast<uint8_t>(r % 3);
     float probs[3], ref_loss = 0.0f;
     int word = 0;
-    head_decide(g_ref, x, kWeights, kHeadThreshold, &word, probs);
-    head_record(g_ref, x, label, kWeights, g_dev.lr(), &ref_loss);
+    head_decide(g_ref, x, kWeights, kHeadThreshold, &word, probs, g_work);
+    head_record(g_ref, x, label, kWeights, g_dev.lr(), &ref_loss, g_work);
     g_hal.clear_out();
     const uint16_t end =
         transfer(XferTarget::kFeatures, reinterpret_cast<uint8_t*>(x), kLogmelValues, label);
@@ -132,11 +134,11 @@ void test_audio_inference() {
   static int16_t copy[kRecordSamples];
   memcpy(copy, audio, sizeof copy);
   static int8_t x[kLogmelValues];
-  logmel40_compute(copy, x);
+  logmel40_compute(copy, x, g_logmel);
   memcpy(g_ref.params, g_dev.params(), 780);
   float probs[3];
   int word = 0;
-  head_decide(g_ref, x, kWeights, kHeadThreshold, &word, probs);
+  head_decide(g_ref, x, kWeights, kHeadThreshold, &word, probs, g_work);
   const uint32_t total = g_dev.total_steps();
   g_hal.clear_out();
   transfer(XferTarget::kAudio, reinterpret_cast<uint8_t*>(audio), kAudioBytes, kNoClass);

@@ -17,6 +17,10 @@
 #include "logmel.h"
 #include "logmel_table.h"
 
+// The caller-owned work memory of the extractor and of logmel40 (static, as on a board).
+static tinyfed::DscnnWork g_work;
+static tinyfed::LogmelWork g_logmel;
+
 using tinyfed::DscnnConv;
 using tinyfed::DscnnWeights;
 using tinyfed::Status;
@@ -192,7 +196,7 @@ void check_kernels() {
   static int8_t pwt[tinyfed::kDscnnBlocks][tinyfed::kDscnnBufB];
   static int8_t c0t[tinyfed::kDscnnConv0Out];
   tinyfed::DscnnTrace tr{c0t, {dwt[0], dwt[1], dwt[2], dwt[3]}, {pwt[0], pwt[1], pwt[2], pwt[3]}};
-  check(tinyfed::ok(tinyfed::dscnn_extract(input, r.wts, emb, &tr)), "extract", "runs");
+  check(tinyfed::ok(tinyfed::dscnn_extract(input, r.wts, emb, g_work, &tr)), "extract", "runs");
   bool chain = memcmp(c0t, map0, tinyfed::kDscnnConv0Out) == 0;
   ref_conv3(map0, 25, 20, kC, true, 2, r.wts.dw[0], want);
   chain = chain && memcmp(dwt[0], want, tinyfed::kDscnnBufB) == 0;
@@ -211,7 +215,7 @@ void check_kernels() {
   RandomModel bad = r;
   bad.m[3][5] = 0x3fffffff;
   bad.wts.dw[0].m = bad.m[3];  // rebind to the copy's arrays
-  check(tinyfed::dscnn_extract(input, bad.wts, emb) == tinyfed::Status::kBadArgument, "extract",
+  check(tinyfed::dscnn_extract(input, bad.wts, emb, g_work) == tinyfed::Status::kBadArgument, "extract",
         "a multiplier below 2^30 is refused");
 }
 
@@ -342,7 +346,7 @@ void check_logmel_vectors() {
     snprintf(file, sizeof file, "%s_input.i8", name);
     ok = ok && load(file, want_q, 1, 2000);
     tinyfed::LogmelTrace tr{nullptr, got_log, got_norm};
-    ok = ok && tinyfed::ok(tinyfed::logmel40_compute(audio, got_q, &tr));
+    ok = ok && tinyfed::ok(tinyfed::logmel40_compute(audio, got_q, g_logmel, &tr));
     char label[200];
     snprintf(label, sizeof label, "%s: runs", name);
     check(ok, "logmel", label);
@@ -388,7 +392,7 @@ void check_extractor_vectors() {
     static int8_t c0[25 * 20 * 64], gd[4][8320], gp[4][8320];
     int8_t emb[64];
     tinyfed::DscnnTrace tr{c0, {gd[0], gd[1], gd[2], gd[3]}, {gp[0], gp[1], gp[2], gp[3]}};
-    check(tinyfed::ok(tinyfed::dscnn_extract(in[v], wts, emb, &tr)), "vectors", "extract runs");
+    check(tinyfed::ok(tinyfed::dscnn_extract(in[v], wts, emb, g_work, &tr)), "vectors", "extract runs");
     char label[96];
     snprintf(label, sizeof label, "input %d: conv0 bit-exact", v);
     check(memcmp(c0, conv0[v], sizeof c0) == 0, "vectors", label);
@@ -411,7 +415,7 @@ void check_extractor_vectors() {
   for (int n = 0; n < kN; ++n) {
     int8_t q[64];
     float e[64];
-    q_ok = q_ok && tinyfed::ok(tinyfed::dscnn_extract(ein[n], wts, q)) && memcmp(q, eq[n], 64) == 0;
+    q_ok = q_ok && tinyfed::ok(tinyfed::dscnn_extract(ein[n], wts, q, g_work)) && memcmp(q, eq[n], 64) == 0;
     f_ok = f_ok && tinyfed::ok(tinyfed::dscnn_embedding_float(eq[n], wts, e)) &&
            memcmp(e, ef[n], sizeof e) == 0;
   }
@@ -466,7 +470,7 @@ void check_head_vectors() {
     if (r > 0) memcpy(head.params, params[r - 1], sizeof params[r - 1]);
     float mean_loss = 0.0f;
     const Status s = tinyfed::head_record(head, ein[idx[r]], static_cast<uint8_t>(labels[r]),
-                                          wts, kLr, &mean_loss);
+                                          wts, kLr, &mean_loss, g_work);
     if (!tinyfed::ok(s)) {
       params_ok = false;
       break;
@@ -498,7 +502,7 @@ void check_head_vectors() {
   bool run_ok = true;
   for (int r = 0; r < kR && run_ok; ++r) {
     run_ok = tinyfed::ok(tinyfed::head_record(head, ein[idx[r]], static_cast<uint8_t>(labels[r]),
-                                              wts, kLr, nullptr));
+                                              wts, kLr, nullptr, g_work));
     const float d = max_abs_diff(head.params, params[r], kK * 65);
     if (!(d <= drift)) drift = d;
   }
@@ -511,7 +515,7 @@ void check_head_vectors() {
     int word = 0;
     float p[kK];
     p_ok = p_ok &&
-           tinyfed::ok(tinyfed::head_decide(head, ein[n], wts, tinyfed::kHeadThreshold, &word, p)) &&
+           tinyfed::ok(tinyfed::head_decide(head, ein[n], wts, tinyfed::kHeadThreshold, &word, p, g_work)) &&
            max_abs_diff(p, probs[n], kK) <= kHeadTol;
     d_ok = d_ok && word == decide[n];
   }

@@ -11,7 +11,8 @@ extern "C" {
 char dram_1_head_params_store_order[sizeof(tinyfed::Head)];
 // Of which the replay store alone (320 x 64 int8 + 320 labels).
 char dram_2_of_which_replay_store[sizeof(tinyfed::Head::store) + sizeof(tinyfed::Head::labels)];
-// The extractor's activations: conv0 rows + ping-pong maps (inside dscnn.o's .bss).
+// The extractor's activations (DscnnWork: conv0 rows + ping-pong maps). The Device lends them
+// the paper's momentum buffer (core/device.h DscnnDeviceWork), with logmel40's float map.
 char dram_3_of_dscnn_o_activations[tinyfed::kDscnnConv0Rows + tinyfed::kDscnnBufA +
                                     tinyfed::kDscnnBufB];
 // The int8 input map (the device's, 50 x 40).
