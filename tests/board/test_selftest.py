@@ -143,6 +143,9 @@ def test_selftest_passes_against_the_virtual_board(board: VirtualBoard) -> None:
         assert status[check] == PASS, check
     assert status["buttons/D2..D5"] == SKIP
     assert "stdin is not a terminal" in _details(report)["buttons/D2..D5"]
+    # The virtual board's boot report follows the selftest's HELLO, as a real board's does.
+    assert status["microphone/boot report"] == PASS
+    assert "board: virtual; microphone ok" in _details(report)["microphone/boot report"]
     assert report["board"]["virtual"] is True
     assert report["board"]["board_id"] == "00112233445566aa"
     training = next(c for c in report["checks"] if c["group"] == "training")
