@@ -383,3 +383,25 @@ def test_a_board_of_an_unknown_architecture_fails_hello_naming_it() -> None:
     status = _selftest_fake(FakeBoard(fault=arch_9))
     assert status["link/HELLO"].status == FAIL
     assert "unknown architecture id 9; known: paper (arch 1" in status["link/HELLO"].detail
+
+
+def test_selftest_of_the_compiled_dscnn_board_moves_its_780_byte_head(binary: Path) -> None:
+    with VirtualBoard(binary=binary, family="dscnn") as vb:
+        proc = subprocess.run(
+            [*TINYFED, "board", "selftest", "--device", f"serial://{vb.port}", "--json"],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    status, details = _statuses(report), _details(report)
+    assert report["board"]["arch"] == 2
+    assert report["board"]["pipeline"] == "logmel40"
+    for check in ("link/HELLO", "link/model upload", "link/model download"):
+        assert status[check] == PASS, check
+    assert "780 B in" in details["link/model upload"]
+    assert status["training/one step"] == SKIP
+    assert "runs the dscnn family" in details["training/one step"]
