@@ -28,6 +28,7 @@ constexpr int kHeadShift = 3;        // spec: copies 1 and 2 shift the frames by
 constexpr uint32_t kHeadNoiseSeed1 = 3;  // spec: copy 3's noise, xorshift32 seeded 3
 constexpr uint32_t kHeadNoiseSeed2 = 4;  // spec: copy 4's noise, seeded 4
 constexpr uint32_t kHeadOrderSeed = 0x9E3779B9u;  // spec: order seed 0x9E3779B9 ^ recordings
+constexpr float kHeadDefaultLr = 0.01f;  // spec: the head's learning rate (|e|^2 ~ 64)
 constexpr float kHeadThreshold = 0.6f;  // spec: the default rejection threshold
 constexpr float kHeadProbFloor = 1e-12f;  // spec: loss = -log(max(p[y], 1e-12))
 constexpr int kHeadUnknown = -1;          // head_decide's "unknown"

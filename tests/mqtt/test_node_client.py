@@ -86,8 +86,10 @@ def test_a_node_client_reads_json_and_recognises_msgpack_by_content_type(
         stderr=subprocess.STDOUT,
     )
     try:
-        # Execute
-        time.sleep(0.5)
+        # Execute: the loss event is not retained, so it is published once the reader has
+        # its subscription (it says so on stderr)
+        assert reader.stderr is not None
+        assert reader.stderr.readline().strip() == "subscribed"
         publish_loss(broker, fleet)
         out, err = reader.communicate(timeout=60)
     finally:

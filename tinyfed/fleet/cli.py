@@ -21,6 +21,7 @@ from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
 from tinyfed.fleet.recorder import Recorder
 from tinyfed.fleet.runner import RunPlan, execute, prepare
 from tinyfed.fleet.users import UsersPlan, write_users
+from tinyfed.model import families
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.session import parse_broker_url
 
@@ -87,6 +88,8 @@ examples:
 """
 
 
+DEFAULT_MODEL = "paper"  #: the demo's model family (docs/learning.md)
+
 REACH_TIMEOUT_S = 5.0  #: how long a broker has to accept a TCP connection before we give up
 
 
@@ -124,13 +127,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--strategy", choices=STRATEGIES, default="fedavg", help="default fedavg")
     p.add_argument(
+        "--model",
+        choices=sorted(families.FAMILIES),
+        default=DEFAULT_MODEL,
+        help=f"model family (docs/learning.md): dscnn, the frozen pre-trained extractor with a "
+        f"head trained on the boards (only the head moves); paper, the paper's 650-16-3 "
+        f"network (default {DEFAULT_MODEL})",
+    )
+    p.add_argument(
         "--pipeline",
         choices=sorted(pipelines.PIPELINES),
-        default=pipelines.DEFAULT_PIPELINE,
-        help=f"feature pipeline of the boards (default {pipelines.DEFAULT_PIPELINE})",
+        help=f"the paper family's feature pipeline (default {pipelines.DEFAULT_PIPELINE}; "
+        "dscnn computes logmel40)",
     )
-    p.add_argument("--lr", type=float, default=0.3, help="boards' learning rate (default 0.3)")
-    p.add_argument("--momentum", type=float, default=0.9, help="boards' momentum (default 0.9)")
+    p.add_argument(
+        "--lr", type=float, help="boards' learning rate (default: the family's, 0.01 or 0.3)"
+    )
+    p.add_argument(
+        "--momentum", type=float, help="boards' momentum (default: the family's, 0 or 0.9)"
+    )
     p.add_argument("--broker", metavar="URL", help="use this broker instead of a private Mosquitto")
     p.add_argument(
         "--report", type=Path, default=Path("runs/demo"), help="report folder (runs/demo)"
@@ -312,6 +327,15 @@ def _keep_previous(folder: Path) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """``tinyfed demo``."""
     words, silence = parse_words(args.words)
+    family = families.by_name(args.model)
+    if args.pipeline is not None and args.pipeline not in family.pipelines:
+        raise UsageError(
+            f"--pipeline {args.pipeline} is not a pipeline of the {family.name} family "
+            f"({', '.join(family.pipelines)}); --model paper uses paper or centroid"
+        )
+    args.pipeline = args.pipeline or family.pipeline
+    args.lr = family.lr if args.lr is None else args.lr
+    args.momentum = family.momentum if args.momentum is None else args.momentum
     try:  # the values every board would be sent, checked before the corpus is made
         contract.HyperParams(lr=args.lr, momentum=args.momentum, local_steps=args.local_steps)
     except contract.ContractError as exc:
@@ -331,6 +355,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         non_iid=args.non_iid,
         strategy=args.strategy,
         pipeline=args.pipeline,
+        model=family.name,
         lr=args.lr,
         momentum=args.momentum,
         broker=args.broker,

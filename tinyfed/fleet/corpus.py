@@ -12,11 +12,15 @@ import numpy.typing as npt
 from tinyfed import model
 from tinyfed.data import dataset as ds, synth
 from tinyfed.errors import UsageError
-from tinyfed.features import pipelines
+from tinyfed.features import logmel, pipelines
+from tinyfed.model import dscnn
+from tinyfed.model.dscnn import firmware_gen, head
+from tinyfed.model.dscnn.extractor import Extractor
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CORPUS_DIR = Path("runs/corpus")  #: the cache shared with ``tinyfed experiment``
+LOGMEL40 = "logmel40"  #: the dscnn family's pipeline (docs/learning.md)
 SILENCE_ALIASES = ("silence", "_silence")  #: how ``--words`` names the noise-only class
 
 
@@ -95,14 +99,44 @@ class HeldOut:
         return self
 
     def features(self, pipeline: str) -> model.F32:
-        """The test clips' features under ``pipeline`` (cached)."""
+        """The test clips' features under ``pipeline`` (cached).
+
+        ``logmel40`` (the dscnn family) gives the frozen extractor's float embeddings
+        ``[n, 64]``, the head's inputs: the extractor runs once per clip, not per model.
+        """
         with self._lock:
             if pipeline not in self._features:
-                pipe = pipelines.get_pipeline(pipeline)
-                self._features[pipeline] = pipe.compute_batch(self.test.audio)
+                if pipeline == LOGMEL40:
+                    inputs = logmel.features_int8(self.test.audio)
+                    self._features[pipeline] = released_extractor().embed_batch(inputs)
+                else:
+                    pipe = pipelines.get_pipeline(pipeline)
+                    self._features[pipeline] = pipe.compute_batch(self.test.audio)
             return self._features[pipeline]
 
     def accuracy(self, params: model.F32, pipeline: str) -> float:
-        """Fraction of test clips whose highest output is their class."""
-        predicted = model.predict(model.forward(params, self.features(pipeline)))
+        """Fraction of test clips whose most likely class is theirs (the paper's network, or
+        the dscnn family's head on the extractor's embeddings)."""
+        feats = self.features(pipeline)
+        if pipeline == LOGMEL40:
+            w, b = np.asarray(params[: head.EMBED * 3]).reshape(3, head.EMBED), params[-3:]
+            predicted = np.argmax(feats @ w.T + b, axis=1)
+        else:
+            predicted = model.predict(model.forward(params, feats))
         return float(np.mean(predicted == self.labels))
+
+
+_RELEASED: list[Extractor] = []
+
+
+def released_extractor() -> Extractor:
+    """The pre-trained extractor every dscnn board has in flash (loaded once)."""
+    if not _RELEASED:
+        path = firmware_gen.RELEASED
+        if not path.is_file():
+            raise UsageError(
+                f"the pre-trained extractor {path} is missing: reinstall tinyfed, or make it "
+                "with `tinyfed pretrain` (the train extra)"
+            )
+        _RELEASED.append(dscnn.load(path)[0])
+    return _RELEASED[0]

@@ -218,6 +218,8 @@ class FleetConfig:
         scenario: who says what (see :mod:`tinyfed.fleet.scenario`).
         corpus: the corpus folder the scenario's clips are relative to.
         pipeline: the feature pipeline of the boards and of the aggregator.
+        model: the model family (``paper`` or ``dscnn``; docs/learning.md) of the boards and
+            of the aggregator.
         lr, momentum: the boards' SGD hyper-parameters (sent with every global model).
         strategy: the aggregator's ``--strategy``; ``aggregator_args`` adds flags.
         broker: an existing broker's URL; None starts a private Mosquitto.
@@ -237,6 +239,7 @@ class FleetConfig:
     strategy: str = "fedavg"
     aggregator_args: tuple[str, ...] = ()
     broker: str | None = None
+    model: str = "paper"
     record_ms: int = 100
     hold_ms: int = sc.DEFAULT_HOLD_MS
     pace_ms: int = sc.DEFAULT_PACE_MS
@@ -332,6 +335,7 @@ class Fleet:
                 script=script,
                 board_id=plan.board_id,
                 pipeline=cfg.pipeline,
+                family=cfg.model,
                 extra_args=[
                     "--lr",
                     repr(cfg.lr),
@@ -395,6 +399,8 @@ class Fleet:
             repr(cfg.lr),
             "--momentum",
             repr(cfg.momentum),
+            "--model",
+            cfg.model,
             "--pipeline",
             cfg.pipeline,
             "--strategy",

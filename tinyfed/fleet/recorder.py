@@ -62,6 +62,7 @@ class GlobalRecord:
     momentum: float
     local_steps: int
     classes: tuple[str, ...] = ()  #: the words of the outputs, if the aggregator names them
+    arch: str = model.ARCH_ID  #: the model family's architecture (tinyfed.model.families)
 
 
 @dataclass(frozen=True)
@@ -292,6 +293,7 @@ class Recorder:
                 lr=g.hyper.lr,
                 momentum=g.hyper.momentum,
                 local_steps=g.hyper.local_steps,
+                arch=g.arch,
                 classes=g.classes,
             )
             self._store(lambda: self._globals.__setitem__(g.round, record))

@@ -26,6 +26,7 @@ from typing import Any
 from tinyfed import model
 from tinyfed.errors import UsageError
 from tinyfed.fleet.recorder import FleetSnapshot
+from tinyfed.model import families
 
 METRICS_FILE = "metrics.json"
 LOSSES_FILE = "losses.json"
@@ -153,7 +154,8 @@ def write(
     folder.mkdir(parents=True, exist_ok=True)
     latest = snap.latest_global
     if latest is not None:
-        model.save(latest.params, folder / GLOBAL_FILE)
+        family = families.by_arch(latest.arch)  # the paper's 41,868 bytes, or a dscnn head's 780
+        model.save(latest.params, folder / GLOBAL_FILE, family.n_params)
     data = metrics(snap, info, wall_time_s)
     (folder / METRICS_FILE).write_text(json.dumps(data, indent=2) + "\n")
     (folder / LOSSES_FILE).write_text(json.dumps(losses(snap), separators=(",", ":")) + "\n")

@@ -48,6 +48,7 @@ class RunPlan:
     non_iid: bool = False
     strategy: str = "fedavg"
     aggregator_args: tuple[str, ...] = ()
+    model: str = "paper"  #: the model family (docs/learning.md)
     pipeline: str = "centroid"
     lr: float = 0.3
     momentum: float = 0.9
@@ -93,7 +94,11 @@ class Prepared:
                 for b in s.boards
             ),
             held_out_clips=len(self.held_out),
-            extra={"corpus": str(self.corpus), "aggregator_args": list(self.plan.aggregator_args)},
+            extra={
+                "corpus": str(self.corpus),
+                "model": self.plan.model,
+                "aggregator_args": list(self.plan.aggregator_args),
+            },
         )
 
     def worker_id(self, b: sc.BoardPlan) -> str:
@@ -239,6 +244,7 @@ def execute(
         scenario=s,
         corpus=prepared.corpus,
         pipeline=plan.pipeline,
+        model=plan.model,
         lr=plan.lr,
         momentum=plan.momentum,
         strategy=plan.strategy,

@@ -35,7 +35,8 @@ void setup() {
   config.arch = tinyfed::link::ArchId::kDscnnHead;
   config.pipeline = tinyfed::link::PipelineId::kLogmel40;
   config.extractor = &g_extractor;
-  config.lr = 0.01f;  // the head's learning rate (docs/learning.md, section 3)
+  config.lr = tinyfed::kHeadDefaultLr;  // the head's (docs/learning.md, section 3)
+  config.momentum = 0.0f;               // plain SGD
 #endif
   if (!tinyfed::ok(g_device.begin(&g_hal, config))) {
     // Cannot happen with the default config; blink red forever so it is visible.

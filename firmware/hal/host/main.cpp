@@ -49,8 +49,8 @@ const char kUsage[] =
     "                         flash with a head trained here (docs/learning.md; default paper)\n"
     "  --pipeline NAME        paper | centroid (default centroid) for the paper's family;\n"
     "                         logmel40 (implied) for dscnn\n"
-    "  --lr X                 learning rate at boot, (0, 10] (default 0.3)\n"
-    "  --momentum X           momentum at boot, [0, 1) (default 0.9)\n"
+    "  --lr X                 learning rate at boot, (0, 10] (default 0.3; dscnn 0.01)\n"
+    "  --momentum X           momentum at boot, [0, 1) (default 0.9; dscnn 0)\n"
     "  --local-steps N        local steps per round at boot, >= 1 (default 10)\n"
     "user and microphone:\n"
     "  --script FILE          button presses with WAV clips (firmware/README.md)\n"
@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
   bool have_board_id = false;
   uint32_t record_ms = 1000;  // one second at 16 kHz, like the board (core/device.h kRecordSamples)
   tinyfed::DeviceConfig config;
+  bool lr_given = false, momentum_given = false;  // else the family's defaults
 
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -191,11 +192,13 @@ int main(int argc, char** argv) {
           config.lr > 10.0f) {
         return usage_error("--lr needs a number in (0, 10]");
       }
+      lr_given = true;
     } else if (a == "--momentum") {
       if (!value(&v) || !parse_float(v, &config.momentum) || !(config.momentum >= 0.0f) ||
           !(config.momentum < 1.0f)) {
         return usage_error("--momentum needs a number in [0, 1)");
       }
+      momentum_given = true;
     } else if (a == "--local-steps") {
       uint32_t n = 0;
       if (!value(&v) || !parse_u32(v, &n) || n < 1 || n > 0xFFFF) {
@@ -212,6 +215,8 @@ int main(int argc, char** argv) {
   }
 
   const bool dscnn = config.arch == tinyfed::link::ArchId::kDscnnHead;
+  if (dscnn && !lr_given) config.lr = tinyfed::kHeadDefaultLr;
+  if (dscnn && !momentum_given) config.momentum = 0.0f;  // the head trains by plain SGD
   if (dscnn != (config.pipeline == tinyfed::link::PipelineId::kLogmel40)) {
     return usage_error(dscnn ? "--family dscnn computes --pipeline logmel40 only"
                              : "--pipeline logmel40 needs --family dscnn");

@@ -23,6 +23,7 @@ client.on("connect", () => {
       console.error(`subscribe failed: ${err.message}`);
       process.exit(1);
     }
+    console.error("subscribed"); // the test publishes what is not retained only after this
   });
 });
 
