@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -159,3 +161,13 @@ def test_build_renders_int8_features_reproducibly() -> None:
     assert set(first.variants) == {"train", "validation"}
     _x_val, y_val = first.split(validation=True)
     assert sorted(y_val) == [0, 1, 2]
+
+
+def test_the_command_line_never_imports_torch() -> None:
+    # a fleet user's `tinyfed ...` (any command's parser, pretrain's included) loads no PyTorch
+    code = (
+        "import sys, tinyfed.cli; tinyfed.cli.build_parser(); "
+        "import tinyfed.pretrain.corpus; print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
