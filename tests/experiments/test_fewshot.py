@@ -57,7 +57,8 @@ def test_table_has_every_family_set_setting_and_shot_count(quick_run: tuple[Path
     lines = printed.splitlines()
     assert lines[0] == fewshot.HEADER
     assert sum(line.split()[:1] in ([f] for f in names) for line in lines) == len(rows)
-    assert (out / "fewshot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("fewshot.png", "fewshot-rejection.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_number_is_a_rate(quick_run: tuple[Path, str]) -> None:

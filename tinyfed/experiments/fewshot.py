@@ -44,9 +44,8 @@ import numpy.typing as npt
 from tinyfed import model
 from tinyfed.data import dataset as ds, festival, synth
 from tinyfed.errors import UsageError
-from tinyfed.experiments import board
+from tinyfed.experiments import board, fewshot_plots
 from tinyfed.features import logmel, pipelines
-from tinyfed.fleet.report import pyplot
 from tinyfed.model.dscnn import head, modelfile
 from tinyfed.model.dscnn.extractor import Extractor
 
@@ -511,53 +510,6 @@ def run(
     return rows
 
 
-def plot(rows: Sequence[Row], path: Path) -> None:
-    """Accuracy against utterances per word: one panel per keyword set and evaluation corpus."""
-    plt = pyplot()  # imported on use: matplotlib is the optional extra `plot`
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=110, sharex=True, sharey=True)
-    styles = {"iid": "-", "noniid": "--"}
-    colors = {"paper": "tab:blue", "paper-scaled": "tab:green", "dscnn": "tab:orange"}
-    for i, kw in enumerate(KEYWORD_SETS):
-        for j, corpus in enumerate(("espeak", "festival")):
-            ax = axes[i][j]
-            for fam in dict.fromkeys(r.family for r in rows):
-                for setting in SETTINGS:
-                    sel = [
-                        r for r in rows if (r.family, r.keywords, r.setting) == (fam, kw, setting)
-                    ]
-                    if not sel:
-                        continue
-                    ax.errorbar(
-                        [r.shots for r in sel],
-                        [r.accuracy[corpus] for r in sel],
-                        yerr=[r.accuracy_sd[corpus] for r in sel],
-                        capsize=3,
-                        color=colors.get(fam, "tab:gray"),
-                        ls=styles[setting],
-                        marker="o",
-                        label=f"{fam} {setting}",
-                    )
-            chance = 1 / 3
-            ax.axhline(chance, color="gray", lw=0.8, ls=":")
-            ax.set_title(
-                f"{board.EXPERIMENTS[kw].title.split(',')[1].strip()}: {corpus} voices", fontsize=9
-            )
-            ax.set_xscale("log")
-            ticks = sorted({r.shots for r in rows})
-            ax.set_xticks(ticks, [str(t) for t in ticks])
-            ax.minorticks_off()
-            ax.set_ylim(0, 1)
-            ax.grid(alpha=0.3)
-            if i == 1:
-                ax.set_xlabel("utterances per word (= FedAvg rounds, 3 boards)")
-            if j == 0:
-                ax.set_ylabel("accuracy on held-out voices")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def command(args: argparse.Namespace) -> int:
     """Run ``tinyfed experiment fewshot`` (parsed by :mod:`tinyfed.experiments.cli`)."""
     if args.repeats < 1:
@@ -590,6 +542,10 @@ def command(args: argparse.Namespace) -> int:
         "rows": [asdict(r) for r in rows],
     }
     (out / "fewshot.json").write_text(json.dumps(summary, indent=2))
-    plot(rows, out / "fewshot.png")
-    print(f"wrote {out / 'fewshot.json'} and {out / 'fewshot.png'} ({summary['seconds']} s)")
+    fewshot_plots.plot_accuracy(summary["rows"], out / "fewshot.png")
+    fewshot_plots.plot_rejection(summary["rows"], out / "fewshot-rejection.png", args.threshold)
+    print(
+        f"wrote {out / 'fewshot.json'}, {out / 'fewshot.png'} and "
+        f"{out / 'fewshot-rejection.png'} ({summary['seconds']} s)"
+    )
     return 0
