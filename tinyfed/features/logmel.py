@@ -151,7 +151,10 @@ def logmel40(audio: npt.NDArray[np.generic]) -> F32:
 def round_half_away(x: npt.ArrayLike) -> F64:
     """Round to the nearest integer, halves away from zero (C's ``round``), in float64."""
     v = np.asarray(x, np.float64)
-    out: F64 = np.sign(v) * np.floor(np.abs(v) + 0.5)
+    mag = np.abs(v)
+    whole = np.floor(mag)
+    # |v| - floor(|v|) is exact; |v| + 0.5 would round 0.49999999999999994 up to 1.
+    out: F64 = np.sign(v) * (whole + (mag - whole >= 0.5))
     return out
 
 

@@ -10,4 +10,9 @@ on-board float32 softmax head.
 * :mod:`~tinyfed.model.dscnn.firmware_gen` — the firmware's generated tables.
 """
 
-ARCH_ID = "dscnn64-head-v1"  #: the family's arch string (docs/learning.md, the table)
+from tinyfed.model.dscnn.extractor import Extractor, forward_float
+from tinyfed.model.dscnn.head import Learner
+from tinyfed.model.dscnn.modelfile import ARCH as ARCH_ID, load, save
+from tinyfed.model.dscnn.quantise import quantise
+
+__all__ = ["ARCH_ID", "Extractor", "Learner", "forward_float", "load", "quantise", "save"]

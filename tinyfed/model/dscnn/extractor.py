@@ -233,6 +233,9 @@ def _layer_q(layer: Layer, h: I8 | I64) -> I8:
 
 #: Keys and shapes of the float parameters (batch norm folded): the contract with the
 #: pre-training (tinyfed/pretrain). conv/dw weights are (out, kh, kw); pw weights (out, in).
+#: From PyTorch (input ``[n, 1, 50, 40]``, ``Conv2d(padding=1)``, cross-correlation as here):
+#: ``conv0.w = weight[:, 0]``, ``dsI.dw.w = weight[:, 0]`` (``groups=64``),
+#: ``dsI.pw.w = weight[:, :, 0, 0]``; the pool is the mean over the 13 x 10 positions.
 PARAM_SHAPES: dict[str, tuple[int, ...]] = {
     "conv0.w": (CHANNELS, 3, 3),
     "conv0.b": (CHANNELS,),

@@ -206,12 +206,13 @@ def render_all(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write (or ``--check``) the table and the weights of ``--model``."""
+    """Write (or ``--check``) the table and the weights of ``--model`` into ``--out``."""
     parser = argparse.ArgumentParser(prog="python -m tinyfed.model.dscnn.firmware_gen")
     parser.add_argument("--model", type=Path, default=RELEASED, help="extractor .bin")
+    parser.add_argument("--out", type=Path, default=CORE, help="folder (firmware/core)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
     args = parser.parse_args(argv)
-    files = {TABLE_H: render_table()}
+    files = {args.out / TABLE_H.name: render_table()}
     if args.model.is_file():
         try:
             extractor, _ = modelfile.load(args.model)
@@ -219,17 +220,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         for name, data in render_weights(extractor, _source(args.model)).items():
-            files[CORE / name] = data
+            files[args.out / name] = data
     elif args.model != RELEASED:
         print(f"error: model {args.model} does not exist", file=sys.stderr)
         return 2
     else:
         print(f"note: {RELEASED.relative_to(REPO)} does not exist yet: weights skipped")
     if args.check:
-        stale = [p for p, d in files.items() if not p.is_file() or p.read_bytes() != d]
-        for p in stale:
+        bad = [p for p, d in files.items() if not p.is_file() or p.read_bytes() != d]
+        for p in bad:
             print(f"stale: {p}")
-        return 1 if stale else 0
+        return 1 if bad else 0
+    args.out.mkdir(parents=True, exist_ok=True)
     for p, d in files.items():
         p.write_bytes(d)
         print(f"wrote {p}")

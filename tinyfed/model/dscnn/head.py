@@ -77,7 +77,9 @@ def logits(params: F32, e: F32) -> F32:
 
 def softmax(z: F32) -> F32:
     """``exp(z - max) / sum``, float32, the sum in ascending class order."""
-    ez = np.exp((z - z.max()).astype(np.float32)).astype(np.float32)
+    # exp and log in float64, rounded once to float32: the correctly rounded expf/logf nearly
+    # always, and independent of which SIMD kernel numpy's float32 exp picks on this CPU.
+    ez = np.exp((z - z.max()).astype(np.float32).astype(np.float64)).astype(np.float32)
     total = np.add.accumulate(ez, dtype=np.float32)[-1]
     out: F32 = (ez / total).astype(np.float32)
     return out
@@ -97,7 +99,7 @@ def sgd_step(params: F32, e: F32, y: int, lr: float = DEFAULT_LR) -> float:
     if not 0 <= y < k:
         raise ValueError(f"label {y} outside 0..{k - 1}")
     p = probabilities(params, e)
-    loss = -np.log(np.maximum(p[y], P_FLOOR)).astype(np.float32)
+    loss = np.float32(-np.log(np.float64(np.maximum(p[y], P_FLOOR))))
     g = p.copy()
     g[y] = np.float32(g[y] - np.float32(1.0))
     step = (np.float32(lr) * g).astype(np.float32)  # lr * g[k], one rounding

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tinyfed.errors import ModelError
+from tinyfed.features.logmel import round_half_away
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -27,12 +28,13 @@ INT32_MIN = -(1 << 31)  #: the accumulator is an int32 on the board
 INT32_MAX = (1 << 31) - 1
 W_MAX = 127  #: symmetric int8 weights use [-127, 127] (zero point 0)
 
-
-def round_half_away(x: npt.ArrayLike) -> F64:
-    """Round to the nearest integer with halves away from zero (C's ``round``), float64."""
-    v = np.asarray(x, np.float64)
-    out: F64 = np.sign(v) * np.floor(np.abs(v) + 0.5)
-    return out
+__all__ = [
+    "choose_multiplier",
+    "choose_multipliers",
+    "quantise_weights",
+    "requant",
+    "round_half_away",
+]
 
 
 def requant(acc: npt.ArrayLike, m: npt.ArrayLike, sh: npt.ArrayLike) -> I64:

@@ -201,17 +201,22 @@ def all_files() -> dict[Path, bytes]:
     return out
 
 
+def stale(files: dict[Path, bytes]) -> list[Path]:
+    """The paths whose content on disk differs from ``files`` (or that are missing)."""
+    return [p for p, data in files.items() if not p.is_file() or p.read_bytes() != data]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Write the vectors and tables, or with ``--check`` exit 1 naming the first stale file."""
+    """Write the vectors and tables, or with ``--check`` exit 1 naming every stale file."""
     parser = argparse.ArgumentParser(prog="python -m tinyfed.model.dscnn.vectors")
     parser.add_argument("--check", action="store_true", help="exit 1 if a file is stale")
     args = parser.parse_args(argv)
     files = all_files()
     if args.check:
-        stale = [p for p, data in files.items() if not p.is_file() or p.read_bytes() != data]
-        for p in stale:
+        bad = stale(files)
+        for p in bad:
             print(f"stale: {p.relative_to(REPO)} (run python -m tinyfed.model.dscnn.vectors)")
-        if stale:
+        if bad:
             return 1
         print(f"dscnn vectors and firmware tables up to date ({len(files)} files)")
         return 0
