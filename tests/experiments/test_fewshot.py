@@ -66,6 +66,14 @@ def test_every_number_is_a_rate(quick_run: tuple[Path, str]) -> None:
         for metric in ("accuracy", "keyword_accept", "false_accept", "accuracy_sd"):
             assert set(r[metric]) == {"espeak", "festival"}, metric
             assert all(0.0 <= v <= 1.0 for v in r[metric].values()), (metric, r)
+        # a higher threshold accepts no more: both rates fall (or stay) along the sweep
+        sweep = [r["sweep"][k] for k in sorted(r["sweep"], key=float)]
+        assert [float(k) for k in sorted(r["sweep"], key=float)] == sorted({0.6, *fewshot.SWEEP})
+        for rate in ("keyword_accept", "false_accept"):
+            for corpus in ("espeak", "festival"):
+                values = [s[rate][corpus] for s in sweep]
+                assert values == sorted(values, reverse=True), (rate, corpus, r)
+        assert r["sweep"]["0.6"]["false_accept"] == r["false_accept"]
 
 
 @pytest.mark.skipif(not HAVE_EXTRACTOR, reason=f"needs {fewshot.EXTRACTOR} (branch pretrain)")

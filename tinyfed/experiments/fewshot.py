@@ -28,6 +28,7 @@ augmentation, exactly :class:`tinyfed.model.dscnn.head.Learner`).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import inspect
 import json
 import logging
@@ -55,12 +56,14 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 KEYWORD_SETS = ("fig6", "fig5")  #: the paper's two keyword sets (tinyfed.experiments.board)
-#: Everyday Catalan words that are never keywords: what the rejection rule must refuse.
-OTHER_WORDS = ("casa", "porta", "finestra", "llibre", "taula", "cadira")
+#: Everyday Catalan words that are neither keywords nor in the extractor's pre-training
+#: vocabulary (tinyfed/pretrain/words.txt): what the rejection rule must refuse, never heard.
+OTHER_WORDS = ("formiga", "papallona", "cargol", "xocolata", "pissarra", "espelma")
 SHOTS = (3, 5, 10, 20)  #: utterances per word a user speaks (= rounds)
 BOARDS = 3  #: one board per word in the non-IID setting
 SETTINGS = ("iid", "noniid")
 THRESHOLD = 0.6  #: the rejection threshold (docs/learning.md "Decision"; the paper's LED rule)
+SWEEP = (0.6, 0.8, 0.9, 0.95, 0.99)  #: thresholds the accept rates are also measured at (JSON)
 PAPER_PIPELINE = pipelines.CENTROID  #: the paper family's features here (docs/features.md)
 #: The pre-trained extractor (branch ``pretrain``; docs/learning.md section 2).
 EXTRACTOR = Path(__file__).resolve().parents[1] / "model/dscnn/weights/extractor-v1.bin"
@@ -127,7 +130,7 @@ def _festival_corpus(
 
 def _other_espeak(root: Path, words: Sequence[str], per_word: int, seed: int) -> Path:
     """Other words, spoken only by the test variants of the keyword corpora (same seed)."""
-    folder = root / f"other-{len(words)}w-n{per_word}-s{seed}"
+    folder = root / f"other-{_tag(words)}-n{per_word}-s{seed}"
     if not (folder / synth.MANIFEST_FILE).is_file():
         espeak = synth.find_espeak()
         held_out = synth.split_variants(synth.default_variants(synth.list_variants(espeak)), seed)[
@@ -161,7 +164,7 @@ def prepare(scale: Scale, corpus_dir: Path, seed: int) -> list[KeywordData]:
             *_audio_labels(
                 _festival_corpus(
                     corpus_dir,
-                    "other",
+                    f"other-{_tag(scale.other_words)}",
                     words=scale.other_words,
                     silence=False,
                     per_word=scale.other_per_word,
@@ -201,6 +204,11 @@ def prepare(scale: Scale, corpus_dir: Path, seed: int) -> list[KeywordData]:
         )
         out.append(KeywordData(exp, classes, data.select("train"), evals))
     return out
+
+
+def _tag(words: Sequence[str]) -> str:
+    """A short name for a word list (its cached corpora are named after it)."""
+    return hashlib.sha256(",".join(words).encode("utf-8")).hexdigest()[:8]
 
 
 def _audio_labels(folder: Path, label: int) -> tuple[npt.NDArray[np.int16], I64]:
@@ -378,24 +386,30 @@ class Row:
     accuracy: dict[str, float]  #: per eval corpus (espeak, festival): mean over repeats
     accuracy_sd: dict[str, float]
     keyword_accept: dict[str, float]  #: keyword clips accepted as their own word
-    false_accept: dict[str, float]  #: other words accepted as a keyword (other-espeak, ...)
+    false_accept: dict[str, float]  #: other words accepted as a keyword
+    sweep: dict[str, dict[str, dict[str, float]]]  #: threshold -> the two rates, as above
     repeats: int
 
 
 def score(
-    fam: Family, params: F32, feats: Any, ev: EvalSet, *, k_words: int, threshold: float
+    fam: Family, params: F32, feats: Any, ev: EvalSet, *, k_words: int, thresholds: Sequence[float]
 ) -> dict[str, float]:
-    """Accuracy and accept rates of one global model on one evaluation set."""
+    """Accuracy, and accept rates at each threshold (``keyword_accept@0.6``, ...), of one global
+    model on one evaluation set."""
     out = fam.outputs(params, feats)
     best = np.argmax(out, axis=1)
-    accepted = fam.accept(out[np.arange(len(out)), best], threshold)
-    if ev.labels.size and ev.labels[0] < 0:  # other words: accepted as a keyword (not silence)
-        return {"false_accept": float(np.mean(accepted & (best < k_words)))}
-    words = ev.labels < k_words
-    return {
-        "accuracy": float(np.mean(best == ev.labels)),
-        "keyword_accept": float(np.mean((accepted & (best == ev.labels))[words])),
-    }
+    top = out[np.arange(len(out)), best]
+    res = {}
+    for t in thresholds:
+        accepted = fam.accept(top, t)
+        if ev.labels.size and ev.labels[0] < 0:  # other words: accepted as a keyword, not silence
+            res[f"false_accept@{t:g}"] = float(np.mean(accepted & (best < k_words)))
+        else:
+            words = ev.labels < k_words
+            res[f"keyword_accept@{t:g}"] = float(np.mean((accepted & (best == ev.labels))[words]))
+    if not (ev.labels.size and ev.labels[0] < 0):
+        res["accuracy"] = float(np.mean(best == ev.labels))
+    return res
 
 
 def run_set(
@@ -436,25 +450,35 @@ def run_set(
                     )
                 merged: dict[str, float] = {}
                 for ev, feats in zip(data.evals, eval_feats, strict=True):
+                    thresholds = sorted({threshold, *SWEEP})
                     for key, v in score(
-                        fam, params, feats, ev, k_words=k_words, threshold=threshold
+                        fam, params, feats, ev, k_words=k_words, thresholds=thresholds
                     ).items():
                         merged[f"{key}:{ev.name}"] = v
                 scores.append(merged)
-            row = _row(fam.name, data.exp.name, setting, shots, scores)
+            row = _row(fam.name, data.exp.name, setting, shots, scores, threshold=threshold)
             progress(format_row(row))
             rows.append(row)
     return rows
 
 
 def _row(
-    family: str, keywords: str, setting: str, shots: int, scores: list[dict[str, float]]
+    family: str,
+    keywords: str,
+    setting: str,
+    shots: int,
+    scores: list[dict[str, float]],
+    *,
+    threshold: float,
 ) -> Row:
     def mean(key: str) -> float:
         return float(np.mean([s[key] for s in scores]))
 
     def metric(name: str) -> dict[str, float]:
-        return {k.split(":", 1)[1]: mean(k) for k in scores[0] if k.startswith(name + ":")}
+        got = {k.split(":", 1)[1]: mean(k) for k in scores[0] if k.startswith(name + ":")}
+        return {k.removeprefix("other-"): v for k, v in got.items()}
+
+    ts = sorted({threshold, *SWEEP})
 
     return Row(
         family=family,
@@ -467,8 +491,15 @@ def _row(
             for k in scores[0]
             if k.startswith("accuracy:")
         },
-        keyword_accept=metric("keyword_accept"),
-        false_accept={k.removeprefix("other-"): v for k, v in metric("false_accept").items()},
+        keyword_accept=metric(f"keyword_accept@{threshold:g}"),
+        false_accept=metric(f"false_accept@{threshold:g}"),
+        sweep={
+            f"{t:g}": {
+                "keyword_accept": metric(f"keyword_accept@{t:g}"),
+                "false_accept": metric(f"false_accept@{t:g}"),
+            }
+            for t in ts
+        },
         repeats=len(scores),
     )
 
