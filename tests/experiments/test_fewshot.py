@@ -108,3 +108,43 @@ def test_unknown_family_and_missing_extractor_are_usage_errors(
     missing = tmp_path / "nope" / "extractor-v1.bin"
     assert main([*base, "--families", "dscnn", "--extractor", str(missing)]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_dscnn_board_round_is_the_learners_record() -> None:
+    # the experiment caches embeddings; a round must still be exactly Learner.record per clip
+    from tinyfed.features import logmel  # noqa: PLC0415
+    from tinyfed.model.dscnn import head, vectors  # noqa: PLC0415
+    from tinyfed.model.dscnn.quantise import quantise  # noqa: PLC0415
+
+    cal = vectors.random_inputs(8, seed=1)
+    extractor = quantise(vectors.random_params(cal), cal)
+    rng = np.random.default_rng(0)
+    audio = (rng.normal(0, 3000, (4, 16000)) * np.hanning(16000)).astype(np.int16)
+    fam = fewshot.DscnnFamily(extractor)
+    feats = fam.features(audio, train=True)
+    state = fam.new_board(3, 0.0)
+    clips = [(0, 0), (1, 1), (2, 2), (3, 0)]
+    start = np.linspace(-0.1, 0.1, head.n_params(3)).astype(np.float32)
+    got = fam.train_round(state, start, clips[:2], feats)
+    got = fam.train_round(state, got, clips[2:], feats)
+    learner = head.Learner(extractor, 3)
+    learner.params[...] = start
+    for i, y in clips:
+        learner.record(logmel.features_int8(audio[i]), y)
+    assert not np.array_equal(got, start)  # it trained
+    np.testing.assert_array_equal(got, learner.params)
+    scores = fam.outputs(got, fam.features(audio, train=False))
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_other_words_were_never_heard_by_the_extractor() -> None:
+    vocab = Path(fewshot.__file__).resolve().parents[1] / "pretrain" / "words.txt"
+    if not vocab.is_file():
+        pytest.skip(f"no {vocab} (branch pretrain)")
+    words = {
+        w
+        for line in vocab.read_text(encoding="utf-8").splitlines()
+        if not line.lstrip().startswith(("#", "["))
+        for w in line.split("#")[0].split()
+    }
+    assert not set(fewshot.OTHER_WORDS) & words
