@@ -94,6 +94,8 @@ def test_boards_get_their_own_clips_and_words() -> None:
         assert all(labels[i] == y for i, y in plan)
     clips = [i for plan in iid for i, _ in plan]
     assert len(set(clips)) == len(clips)  # no clip heard by two boards
+    single = fewshot.board_clips(labels, 3, 4, "single", rng)
+    assert [[y for _, y in plan] for plan in single] == [[0, 1, 2] * 4]
     noniid = fewshot.board_clips(labels, 3, 5, "noniid", rng)
     assert [{y for _, y in plan} for plan in noniid] == [{0}, {1}, {2}]
     assert all(len(plan) == 5 for plan in noniid)

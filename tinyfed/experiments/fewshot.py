@@ -3,8 +3,9 @@
 A user teaches a board a few utterances per word. This experiment measures what each model
 family (docs/learning.md) makes of 3, 5, 10 and 20 of them, for both keyword sets of the paper
 (vermell / verd / blau; Montserrat / Pedraforca / silence), in a fleet of 3 boards federated by
-FedAvg, in two settings:
+FedAvg, in two settings, against one board alone:
 
+* ``single``: one board hears every word, no federation (the baseline: what one user gets);
 * ``iid``: every board hears every word; in each round each board records one utterance of each
   word (in turn), trains as the board does, and the server averages the 3 models;
 * ``noniid``: board ``k`` hears only word ``k``; in each round it records one utterance of it.
@@ -61,7 +62,7 @@ KEYWORD_SETS = ("fig6", "fig5")  #: the paper's two keyword sets (tinyfed.experi
 OTHER_WORDS = ("formiga", "papallona", "cargol", "xocolata", "pissarra", "espelma")
 SHOTS = (3, 5, 10, 20)  #: utterances per word a user speaks (= rounds)
 BOARDS = 3  #: one board per word in the non-IID setting
-SETTINGS = ("iid", "noniid")
+SETTINGS = ("single", "iid", "noniid")
 THRESHOLD = 0.6  #: the rejection threshold (docs/learning.md "Decision"; the paper's LED rule)
 SWEEP = (0.6, 0.8, 0.9, 0.95, 0.99)  #: thresholds the accept rates are also measured at (JSON)
 PAPER_PIPELINE = pipelines.CENTROID  #: the paper family's features here (docs/features.md)
@@ -225,7 +226,10 @@ def board_clips(
     enough, then cycle (only ``--quick``'s small corpus needs that).
     """
     perms = [rng.permutation(np.flatnonzero(labels == c)) for c in range(k)]
-    words_of = [list(range(k))] * BOARDS if setting == "iid" else [[b % k] for b in range(BOARDS)]
+    if setting == "noniid":
+        words_of = [[b % k] for b in range(BOARDS)]
+    else:
+        words_of = [list(range(k))] * (1 if setting == "single" else BOARDS)
     plans: list[list[tuple[int, int]]] = []
     for b, words in enumerate(words_of):
         seq = []
@@ -437,8 +441,10 @@ def run_set(
                 plans = board_clips(np.asarray(data.train.labels), k, shots, setting, rng)
                 params = fam.new_global(k, data.exp.lr)
                 states = [fam.new_board(k, data.exp.lr) for _ in plans]
-                per_round = len(plans[0]) // shots
-                for r in range(shots):
+                # a fleet averages after every round; a single board never gets a global model
+                rounds = 1 if setting == "single" else shots
+                per_round = len(plans[0]) // rounds
+                for r in range(rounds):
                     models, weights = [], []
                     for st, plan in zip(states, plans, strict=True):
                         clips = plan[r * per_round : (r + 1) * per_round]

@@ -17,7 +17,7 @@ from tinyfed.fleet.report import pyplot
 KEYWORD_TITLES = {"fig6": "vermell / verd / blau", "fig5": "Montserrat / Pedraforca / silence"}
 CORPORA = ("espeak", "festival")
 COLORS = {"paper": "tab:blue", "paper-scaled": "tab:green", "dscnn": "tab:orange"}
-STYLES = {"iid": "-", "noniid": "--"}
+STYLES = {"single": ":", "iid": "-", "noniid": "--"}
 CHANCE = 1 / 3  #: three classes in both keyword sets
 
 Row = Mapping[str, Any]
@@ -48,7 +48,7 @@ def _panels(rows: Sequence[Row], ylabel: str) -> tuple[Any, Any, Any]:
             ax.set_ylim(-0.02, 1.02)
             ax.grid(alpha=0.3)
             if i == 1:
-                ax.set_xlabel("utterances per word (= FedAvg rounds, 3 boards)")
+                ax.set_xlabel("utterances per word (in a fleet: one FedAvg round each)")
             if j == 0:
                 ax.set_ylabel(ylabel)
     return plt, fig, axes
@@ -74,8 +74,9 @@ def plot_accuracy(rows: Sequence[Row], path: Path) -> None:
                             marker="o",
                             label=f"{fam}, {setting}",
                         )
-            ax.axhline(CHANCE, color="gray", lw=0.8, ls=":", label="chance")
-    axes[0][0].legend(fontsize=8)
+            ax.axhline(CHANCE, color="gray", lw=0.8, ls="-.", label="chance")
+    fig.suptitle("accuracy against utterances per word (single board, or 3 boards and FedAvg)")
+    axes[0][0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -106,6 +107,7 @@ def plot_rejection(rows: Sequence[Row], path: Path, threshold: float) -> None:
                     marker="x",
                     label=f"{fam}: other word accepted",
                 )
+    fig.suptitle(f"IID fleet of 3 boards: accept rates at threshold {threshold:g}")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
