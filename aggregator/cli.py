@@ -10,6 +10,7 @@ from typing import Any
 
 from tinyfed.aggregator import service, settings
 from tinyfed.aggregator.strategies import STRATEGIES
+from tinyfed.model import families
 
 EPILOG = """\
 round policy:
@@ -47,7 +48,19 @@ restart:
   round with the same global model and the updates already accepted, counts none twice,
   restarts the round's deadline, and republishes the retained global model if the broker
   lost it. Its MQTT session is persistent, so updates sent while it was down are delivered
-  when it comes back. Round 0 is the paper's seeded model unless --init MODEL.bin.
+  when it comes back.
+
+model families (docs/learning.md):
+  --model paper   the paper's 650-16-3 network: 10,467 float32 (41,868 bytes) per model,
+                  pipelines paper or centroid (default centroid), lr 0.3, momentum 0.9
+  --model dscnn   frozen int8 DS-CNN extractor + a softmax head trained on the boards: only
+                  the head moves, 195 float32 (780 bytes), pipeline logmel40, lr 0.01,
+                  momentum 0
+  dscnn is the family for new fleets, but the default stays paper until the boards'
+  firmware runs dscnn. A database holds one family: --model must match it.
+  Round 0 is --init MODEL.bin, or else made by --init-scheme: for paper, "scaled"
+  (uniform +-sqrt(3/fan_in) weights, zero biases; hidden units start unsaturated) or
+  "paper" (the paper's seeded uniform [-0.5, 0.5], for reproductions); for dscnn, zeros.
 
 example:
   tinyfed aggregator --broker mqtt://localhost:1883 --fleet demo --expect board1,board2
@@ -98,10 +111,26 @@ def register(subparsers: Any) -> None:
         help="the words of the outputs in button order (env TINYFED_CLASSES), sent with every "
         "global model so that loss events and dashboards name them",
     )
-    hyper.add_argument("--lr", default="0.3", help="boards' learning rate")
-    hyper.add_argument("--momentum", default="0.9", help="boards' momentum")
+    hyper.add_argument("--lr", help="boards' learning rate (default: the family's, 0.3 / 0.01)")
+    hyper.add_argument("--momentum", help="boards' momentum (default: the family's, 0.9 / 0)")
     hyper.add_argument(
-        "--pipeline", default=settings.DEFAULT_PIPELINE, help="feature pipeline of the fleet"
+        "--pipeline",
+        help=f"feature pipeline of the fleet (default: the family's, "
+        f"{settings.DEFAULT_PIPELINE} / logmel40)",
+    )
+    fam = p.add_argument_group("model family")
+    fam.add_argument(
+        "--model",
+        choices=tuple(families.FAMILIES),
+        help=f"the fleet's model family (env TINYFED_MODEL; default {settings.DEFAULT_MODEL}: "
+        "dscnn is the target for new fleets, paper stays the default until the firmware runs "
+        "dscnn)",
+    )
+    fam.add_argument(
+        "--init-scheme",
+        choices=sorted({s for f in families.FAMILIES.values() for s in f.init_schemes}),
+        help="how round 0 is made without --init (default: the family's, scaled for paper, "
+        "zeros for dscnn; 'paper' reproduces the paper's seeded model)",
     )
     strat = p.add_argument_group("strategy")
     strat.add_argument("--strategy", default="fedavg", choices=STRATEGIES)
@@ -120,7 +149,9 @@ def register(subparsers: Any) -> None:
         "--db",
         help="SQLite file (env TINYFED_AGGREGATOR_DB; default tinyfed-aggregator-FLEET.sqlite3)",
     )
-    state.add_argument("--init", metavar="MODEL.bin", help="round-0 model instead of the paper's")
+    state.add_argument(
+        "--init", metavar="MODEL.bin", help="round-0 model (of the --model family's size)"
+    )
     ops = p.add_argument_group("operations")
     ops.add_argument(
         "--metrics",

@@ -10,14 +10,31 @@ from __future__ import annotations
 
 import logging
 
-from tinyfed import model
 from tinyfed.aggregator.rounds import RoundMachine
 from tinyfed.aggregator.settings import Settings
 from tinyfed.aggregator.store import Store
-from tinyfed.errors import UsageError
+from tinyfed.errors import ModelError, UsageError
+from tinyfed.model import families
 from tinyfed.mqtt.contract import GlobalModel
 
 log = logging.getLogger("tinyfed.aggregator.service")  # people and tests filter on this name
+
+
+def _stored_family(store: Store, meta: dict[str, str]) -> str | None:
+    """The model family of the fleet in ``store`` (None: a new database).
+
+    From the ``model`` fact, or for a database made before families existed, from the ``arch``
+    of its latest global model.
+    """
+    if "model" in meta:
+        return meta["model"]
+    try:
+        g, _ = store.global_model()
+    except LookupError:
+        return None
+    except ModelError as exc:  # an arch this version does not know
+        raise UsageError(f"database {store.path}: {exc}") from None
+    return families.by_arch(g.arch).name
 
 
 def open_machine(
@@ -28,6 +45,13 @@ def open_machine(
     ``online`` are the workers known to be online (kept when the machine is rebuilt).
     """
     meta = store.meta()
+    family = settings.family
+    held = _stored_family(store, meta)
+    if held is not None and held != family.name:
+        raise UsageError(
+            f"database {store.path} holds a fleet of the {held} model family, not {family.name}: "
+            f"use --model {held} or another --db (a fleet never changes family)"
+        )
     for key, value in (("fleet", settings.fleet), ("pipeline", settings.pipeline)):
         if key in meta and meta[key] != value:
             raise UsageError(
@@ -36,9 +60,18 @@ def open_machine(
             )
     snapshot = store.load()
     if snapshot is None:
-        params = model.load(settings.init) if settings.init else model.init_params()
+        if settings.init is not None:
+            params, made = family.load(settings.init), f"--init {settings.init}"
+        else:
+            params = family.init(scheme=settings.init_scheme)
+            made = f"the {settings.init_scheme} init"
         first = GlobalModel(
-            round=0, params=params, hyper=settings.hyper, pipeline=settings.pipeline, created=now
+            round=0,
+            params=params,
+            hyper=settings.hyper,
+            pipeline=settings.pipeline,
+            arch=family.arch,
+            created=now,
         )
         machine = RoundMachine(
             policy=settings.policy,
@@ -49,9 +82,17 @@ def open_machine(
             online=online,
             source_for=lambda r: lambda only: store.round_updates(r, only),
         )
-        store.set_meta(fleet=settings.fleet, pipeline=settings.pipeline)
+        store.set_meta(fleet=settings.fleet, pipeline=settings.pipeline, model=family.name)
         store.initialise(first, machine.opening())
-        log.info("new database %s: round 0 is %s", store.path, first.sha256[:12])
+        log.info(
+            "new database %s: %s family (%s, %d parameters), round 0 is %s from %s",
+            store.path,
+            family.name,
+            family.arch,
+            family.n_params,
+            first.sha256[:12],
+            made,
+        )
         return machine
     if settings.init is not None:
         log.warning(

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tinyfed import model
 from tinyfed.aggregator.strategies import F32, RoundAggregate, Strategy, UpdateSource, trim_count
 from tinyfed.errors import ModelError
+from tinyfed.model import families
 from tinyfed.mqtt.contract import (
     GlobalModel,
     HyperParams,
@@ -265,7 +265,7 @@ class RoundMachine:
         return n < MAX_RECORDED_REJECTIONS
 
     def _count(self, p: Participant, params: F32) -> float:
-        model.check_params(params)
+        self.family.check(params)
         norm = self._aggregate.add(params, p.weight)
         self._participants[p.worker_id] = p
         self._by_upload[p.upload_id] = p.worker_id
@@ -281,6 +281,11 @@ class RoundMachine:
     def round(self) -> int:
         """The open round (= the round of the global model its workers start from)."""
         return self.current.round
+
+    @property
+    def family(self) -> families.Family:
+        """The fleet's model family: the one the global model's ``arch`` names."""
+        return families.by_arch(self.current.arch)
 
     @property
     def deadline(self) -> float:
@@ -370,11 +375,18 @@ class RoundMachine:
             first = self._participants[u.worker_id].upload_id
             return f"worker {u.worker_id!r} already counted in round {r} (upload {first!r})"
         if u.arch != self.current.arch:
-            return f"architecture {u.arch!r}, expected {self.current.arch!r}"
+            try:
+                theirs = f"the {families.by_arch(u.arch).name} family's"
+            except ModelError:
+                theirs = "an unknown"
+            return (
+                f"architecture {u.arch!r} ({theirs}), expected {self.current.arch!r} "
+                f"(the fleet runs the {self.family.name} family)"
+            )
         if u.pipeline != self.current.pipeline:
             return f"feature pipeline {u.pipeline!r}, expected {self.current.pipeline!r}"
         try:
-            model.check_params(u.params)
+            self.family.check(u.params)
         except ModelError as exc:
             return str(exc)
         return ""

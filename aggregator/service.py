@@ -136,9 +136,12 @@ class AggregatorService:
             )
             self.mqtt.start()
             log.info(
-                "aggregator for fleet %s on %s: %s, round %d, database %s",
+                "aggregator for fleet %s on %s: %s family (%d-byte models), %s, round %d, "
+                "database %s",
                 s.fleet,
                 s.broker,
+                s.family.name,
+                s.family.model_bytes,
                 s.strategy.describe(),
                 self.machine.round,
                 s.db,

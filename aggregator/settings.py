@@ -20,6 +20,7 @@ from tinyfed.aggregator.strategies import STRATEGIES, Strategy
 from tinyfed.errors import ModelError, UsageError
 from tinyfed.features import pipelines
 from tinyfed.listen import parse_listen_address
+from tinyfed.model import families
 from tinyfed.mqtt.contract import (
     MAX_LABEL_TEXT,
     ContractError,
@@ -32,14 +33,17 @@ from tinyfed.mqtt.session import BrokerUrl, parse_broker_url
 DEFAULT_BROKER = "mqtt://localhost:1883"
 DEFAULT_TIMEOUT_S = 600.0  #: a board needs a user to speak 10 words: minutes, not seconds
 DEFAULT_PIPELINE = pipelines.DEFAULT_PIPELINE
+#: ``--model`` without the flag. The target for new fleets is ``dscnn`` (docs/learning.md), but
+#: until the boards' firmware runs that family the default stays the paper's network.
+DEFAULT_MODEL = "paper"
 #: Each update's distance from the global model is clipped to the round's median distance:
 #: one poisoned worker then pulls no harder than a typical one (see docs/aggregator.md).
 DEFAULT_CLIP = "median"
 
 
-def known_pipelines() -> tuple[str, ...]:
-    """Names of the feature pipelines a global model may declare."""
-    return tuple(pipelines.PIPELINES)
+def known_pipelines(family: families.Family = families.PAPER) -> tuple[str, ...]:
+    """Names of the feature pipelines a global model of ``family`` may declare."""
+    return family.pipelines
 
 
 def default_db(fleet: str) -> Path:
@@ -59,6 +63,9 @@ class Settings:
     pipeline: str
     db: Path
     init: Path | None = None
+    family: families.Family = families.PAPER  #: ``--model``
+    #: how round 0 is made without ``--init`` (the family's default: ``scaled`` for the paper)
+    init_scheme: str = families.PAPER.default_scheme
     client_id: str = ""
     metrics: tuple[str, int] | None = None  #: where to serve Prometheus metrics (None: not)
     classes: tuple[str, ...] = ()  #: the words of the outputs, sent with every global model
@@ -139,8 +146,21 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
         trim_fraction=trim,
     )
 
-    lr = _number(args.lr, "--lr", float)
-    momentum = _number(args.momentum, "--momentum", float)
+    model_name = getattr(args, "model", None) or environ.get("TINYFED_MODEL") or DEFAULT_MODEL
+    try:
+        family = families.by_name(model_name)
+    except ModelError as exc:
+        raise UsageError(f"--model: {exc}") from None
+    scheme = getattr(args, "init_scheme", None) or family.default_scheme
+    if scheme not in family.init_schemes:
+        raise UsageError(
+            f"--init-scheme: {scheme!r} is not one of the {family.name} family's "
+            f"({', '.join(family.init_schemes)})"
+        )
+    lr_arg = family.lr if getattr(args, "lr", None) is None else args.lr
+    momentum_arg = family.momentum if getattr(args, "momentum", None) is None else args.momentum
+    lr = _number(lr_arg, "--lr", float)
+    momentum = _number(momentum_arg, "--momentum", float)
     steps = _number(args.local_steps, "--local-steps", int)
     for flag, value, ok, rule in (
         ("--lr", lr, 0 < lr <= 10, "must be in (0, 10]"),
@@ -151,14 +171,18 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
             raise UsageError(f"{flag}: {rule}, got {value}")
     hyper = HyperParams(lr=lr, momentum=momentum, local_steps=steps)
 
-    pipelines = known_pipelines()
-    if args.pipeline not in pipelines:
-        raise UsageError(f"--pipeline: {args.pipeline!r} is not one of {', '.join(pipelines)}")
+    pipeline = getattr(args, "pipeline", None) or family.pipeline
+    known = known_pipelines(family)
+    if pipeline not in known:
+        raise UsageError(
+            f"--pipeline: {pipeline!r} is not one of the {family.name} family's "
+            f"({', '.join(known)})"
+        )
 
     init = Path(args.init) if args.init else None
     if init is not None:
         try:
-            model.load(init)
+            family.load(init)
         except ModelError as exc:
             raise UsageError(f"--init: {exc}") from exc
     db = Path(args.db or environ.get("TINYFED_AGGREGATOR_DB") or default_db(fleet))
@@ -180,9 +204,11 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
         policy=policy,
         strategy=strategy,
         hyper=hyper,
-        pipeline=args.pipeline,
+        pipeline=pipeline,
         db=db,
         init=init,
+        family=family,
+        init_scheme=scheme,
         client_id=f"tinyfed-aggregator-{topics.prefix.replace('/', '-')}-{fleet}",
         metrics=parse_listen_address(metrics, "--metrics") if metrics else None,
         classes=classes,

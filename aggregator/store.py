@@ -37,6 +37,7 @@ from tinyfed import model
 from tinyfed.aggregator.rounds import Accepted, Counted, Opening, Rejected, RoundClosed, RoundFailed
 from tinyfed.aggregator.strategies import F32
 from tinyfed.errors import ModelError, UsageError
+from tinyfed.model import families
 from tinyfed.mqtt.contract import ContractError, GlobalModel, HyperParams, Participant, Rejection
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 CREATE TABLE IF NOT EXISTS globals (
     round INTEGER PRIMARY KEY,
-    params BLOB NOT NULL,            -- 41,868 bytes, float32 little-endian (the board's layout)
+    params BLOB NOT NULL,            -- the family's model: float32 little-endian, board layout
     sha256 TEXT NOT NULL,
     arch TEXT NOT NULL,
     pipeline TEXT NOT NULL,
@@ -220,7 +221,7 @@ class Store:
             "local_steps, created, velocity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 g.round,
-                model.to_bytes(g.params),
+                families.by_arch(g.arch).to_bytes(g.params),
                 g.sha256,
                 g.arch,
                 g.pipeline,
@@ -265,7 +266,7 @@ class Store:
             )
             db.execute(
                 "INSERT INTO updates (seq, params) VALUES (?, ?)",
-                (cur.lastrowid, model.to_bytes(u.params)),
+                (cur.lastrowid, families.by_arch(u.arch).to_bytes(u.params)),
             )
 
     def reject(self, d: Rejected) -> None:
@@ -348,7 +349,7 @@ class Store:
         r, params, arch, pipeline, lr, momentum, steps, created, velocity = row
         g = GlobalModel(
             round=r,
-            params=model.from_bytes(params),
+            params=families.by_arch(arch).from_bytes(params),
             hyper=HyperParams(lr=lr, momentum=momentum, local_steps=steps),
             pipeline=pipeline,
             arch=arch,
@@ -391,7 +392,8 @@ class Store:
         for seq, worker, upload, steps, weight, loss_mean, norm, params in rows:
             try:
                 p = Participant(worker, upload, steps, weight, loss_mean)
-                yield Counted(p, model.from_bytes(params), norm)
+                # any family's size: the round's aggregate checks it against the global model
+                yield Counted(p, model.from_bytes(params, None), norm)
             except (ModelError, ContractError, TypeError, ValueError) as exc:
                 # A damaged row must not keep the aggregator from starting: it is removed, so
                 # the worker may report again, and named.
@@ -427,7 +429,7 @@ class Store:
             (params,) = self._db.execute(
                 "SELECT params FROM updates WHERE seq = ?", (seq,)
             ).fetchone()
-            yield index, model.from_bytes(params), float(weight)
+            yield index, model.from_bytes(params, None), float(weight)
 
     def counted_round(self, worker_id: str, upload_id: str) -> int | None:
         """The round in which ``worker_id``'s upload ``upload_id`` was counted, if it was."""

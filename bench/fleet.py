@@ -36,6 +36,7 @@ import paho.mqtt.client as paho
 
 from tinyfed.fleet.report import pyplot
 from tinyfed.gateway.simulated import SimulatedGateway
+from tinyfed.model import families
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import Topics
 from tinyfed.mqtt.session import connect, make_client, parse_broker_url
@@ -82,6 +83,7 @@ class _Watch:
         self.topics = topics
         self.cond = threading.Condition()
         self.globals: dict[int, float] = {}
+        self.arch = ""  #: the ``arch`` of the last global model seen
         self.events: dict[int, contract.RoundEvent] = {}
         broker = parse_broker_url(url)
         self.client = make_client(broker, f"bench-watch-{topics.fleet}")
@@ -97,7 +99,9 @@ class _Watch:
         now = time.monotonic()
         with self.cond:
             if msg.topic == self.topics.global_model and msg.payload:
-                self.globals.setdefault(contract.decode_global(bytes(msg.payload)).round, now)
+                g = contract.decode_global(bytes(msg.payload))
+                self.globals.setdefault(g.round, now)
+                self.arch = g.arch
             elif msg.topic == self.topics.rounds:
                 e = contract.decode_round_event(bytes(msg.payload))
                 if e.outcome == "closed":
@@ -147,9 +151,18 @@ async def _wait(cond: threading.Condition, check: Any, what: str, timeout: float
 
 
 async def run_size(
-    workers: int, rounds: int, *, seed: int, spread: float, timeout: float, say: Any
+    workers: int,
+    rounds: int,
+    *,
+    seed: int,
+    spread: float,
+    timeout: float,
+    say: Any,
+    model: str = "paper",
 ) -> list[RoundFigures]:
-    """Run ``rounds`` rounds with ``workers`` simulated gateways; the figures of each."""
+    """Run ``rounds`` rounds with ``workers`` simulated gateways of the ``model`` family (the
+    aggregator's ``--model``: the gateways train whatever global model arrives); the figures
+    of each round."""
     _raise_open_files(workers + 1000)
     fleet = f"bench{workers}"
     topics = Topics(fleet)
@@ -161,6 +174,7 @@ async def run_size(
                     *(sys.executable, "-m", "tinyfed.cli", "aggregator", "--broker", broker.url),
                     *("--fleet", fleet, "--db", str(Path(tmp) / "agg.db")),
                     *("--min-workers", str(workers), "--round-timeout", str(timeout)),
+                    *("--model", model),
                 ],
                 stdout=agg_log,
                 stderr=subprocess.STDOUT,
@@ -187,7 +201,11 @@ async def run_size(
                 g.start()
                 if i % 200 == 199:
                     await asyncio.sleep(0)  # let the loop read CONNACKs between batches
-            say(f"  {workers:,} gateways starting ({time.monotonic() - started:.1f} s)")
+            family = families.by_arch(watch.arch)
+            say(
+                f"  {workers:,} gateways starting ({time.monotonic() - started:.1f} s); "
+                f"{family.name} family, {family.model_bytes:,}-byte models"
+            )
             for r in range(rounds):
                 cpu0 = _cpu_s(agg.pid)
                 _reset_peak(agg.pid)
@@ -287,6 +305,7 @@ def main(args: argparse.Namespace) -> int:
                 spread=args.spread,
                 timeout=args.timeout,
                 say=lambda line: print(line, flush=True),
+                model=getattr(args, "model", "paper"),
             )
         )
     print("the aggregator's time to aggregate when the round closes (s)")
@@ -332,6 +351,12 @@ def register_bench(subparsers: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=600.0, help="longest wait for a round (s)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--model",
+        choices=("paper", "dscnn"),
+        default="paper",
+        help="the fleet's model family: 41,868-byte models (paper) or 780-byte heads (dscnn)",
+    )
     p.add_argument("--plot", metavar="PNG", help="also draw CPU and latency against W")
     p.set_defaults(func=main)
 

@@ -303,6 +303,7 @@ class Bridge:
             params=params,
             upload_id=uuid.uuid4().hex,
             pipeline=state.board.pipeline_name if state.board else "",
+            arch=(await link.family()).arch,  # the board's family, from its HELLO
             loss=state.loss_summary(),
             created=time.time(),
         )

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tinyfed import model
-from tinyfed.link import spec
+from tinyfed.errors import ModelError
 from tinyfed.link.client import Hello, LossReport
+from tinyfed.model import families
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import GlobalModel
 
-BOARD_ARCH = {spec.ArchId.FC650_16_3: model.ARCH_ID}
+
+def family_name(arch: str) -> str:
+    """``arch`` as people say it: ``the dscnn family (dscnn64-head-v1)``, or the bare string."""
+    try:
+        return f"the {families.by_arch(arch).name} family ({arch})"
+    except ModelError:
+        return f"an unknown family ({arch})"
 
 
 def default_worker_id(hello: Hello) -> str:
@@ -120,9 +126,21 @@ class BridgeState:
 
     def compatible(self, g: GlobalModel, board: Hello) -> str | None:
         """Why ``g`` cannot go on ``board``, or None if it can."""
-        board_arch = BOARD_ARCH.get(board.arch, f"arch-{board.arch}")  # type: ignore[call-overload]
-        if g.arch != board_arch:
-            return f"global model is {g.arch} but board {board.board_hex} runs {board_arch}"
+        try:
+            family = families.by_arch_id(board.arch)
+        except ModelError as exc:
+            return f"board {board.board_hex} reports {exc}"
+        if g.arch != family.arch:
+            return (
+                f"board {board.board_hex} runs the {family.name} family ({family.arch}), the "
+                f"fleet runs {family_name(g.arch)}: flash the board with the fleet's family "
+                f"or give it a fleet of its own"
+            )
+        if g.params.shape != (family.n_params,):
+            return (
+                f"global model round {g.round} has {g.params.size} parameters, the "
+                f"{family.name} family {family.n_params}"
+            )
         if g.pipeline != board.pipeline_name:
             return (
                 f"global model uses the {g.pipeline!r} feature pipeline but board "

@@ -7,6 +7,10 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "dscnn.h"
+#include "dscnn_weights.h"
+#include "head.h"
+#include "logmel.h"
 #include "mfcc.h"
 #include "nn.h"
 
@@ -109,6 +113,92 @@ void report(const char* what, uint32_t ticks, uint32_t insn_per_tick) {
   puts_(" instructions\n");
 }
 
+// ---- the dscnn family: the shared vectors' model (vectors/dscnn/fw/dscnn_weights.cpp: a random
+// float model quantised like the released one, so its shifts are realistic) and a random input.
+constexpr int kC = tinyfed::kDscnnChannels;
+int8_t g_input[tinyfed::kDscnnInput];
+tinyfed::Head g_head;
+tinyfed::DscnnWork g_work;      // the extractor's activations (caller-owned)
+tinyfed::LogmelWork g_logmel;  // logmel40's float map (caller-owned)
+
+void make_dscnn(tinyfed::DscnnWeights& wts) {
+  namespace dw = tinyfed::dscnn_weights;
+  wts = tinyfed::dscnn_weights_from(dw::kLayer, dw::kEmbedA, dw::kEmbedB);
+  uint32_t x = 7u;
+  for (int i = 0; i < tinyfed::kDscnnInput; ++i) {
+    x = tinyfed::xorshift32(x);
+    g_input[i] = static_cast<int8_t>(x >> 24);
+  }
+}
+
+void bench_dscnn(uint32_t insn_per_tick) {
+  static tinyfed::DscnnWeights wts;
+  make_dscnn(wts);
+  // logmel40 on the noise second of main() (aligned in place: the copy keeps g_audio).
+  static int16_t audio[tinyfed::kAudioSamples];
+  memcpy(audio, g_audio, sizeof audio);
+  uint32_t t0 = tick_read();
+  tinyfed::logmel40_compute(audio, g_input, g_logmel);
+  report("logmel40_compute (1 s of audio)", ticks_since(t0), insn_per_tick);
+  puts_("fnv1a(logmel40 input) = ");
+  put_u(fnv1a(g_input, sizeof g_input));
+  puts_("\n");
+  int8_t emb[kC];
+  t0 = tick_read();
+  tinyfed::dscnn_extract(g_input, wts, emb, g_work);
+  report("dscnn_extract (one utterance)", ticks_since(t0), insn_per_tick);
+  static int8_t a[tinyfed::kDscnnConv0Out], b[tinyfed::kDscnnBufB];
+  t0 = tick_read();
+  tinyfed::dscnn_conv0(g_input, wts.conv0, a);
+  report("  conv0", ticks_since(t0), insn_per_tick);
+  t0 = tick_read();
+  tinyfed::dscnn_depthwise(a, tinyfed::kDscnnH0, tinyfed::kDscnnW0, 2, wts.dw[0], b);
+  report("  ds1.dw (stride 2)", ticks_since(t0), insn_per_tick);
+  t0 = tick_read();
+  tinyfed::dscnn_pointwise(b, tinyfed::kDscnnPositions, wts.pw[0], a);
+  report("  ds1.pw (one pointwise)", ticks_since(t0), insn_per_tick);
+  t0 = tick_read();
+  tinyfed::dscnn_depthwise(a, tinyfed::kDscnnH1, tinyfed::kDscnnW1, 1, wts.dw[1], b);
+  report("  ds2.dw (one stride-1 depthwise)", ticks_since(t0), insn_per_tick);
+  // The DSP pointwise (SMLAD) against the portable loop that the host tests check.
+  static int8_t dsp[tinyfed::kDscnnBufB], portable[tinyfed::kDscnnBufB];
+  tinyfed::dscnn_pointwise(b, tinyfed::kDscnnPositions, wts.pw[1], dsp);
+  t0 = tick_read();
+  tinyfed::dscnn_pointwise_portable(b, tinyfed::kDscnnPositions, wts.pw[1], portable);
+  report("  (portable pointwise, for comparison)", ticks_since(t0), insn_per_tick);
+  puts_(memcmp(dsp, portable, sizeof dsp) == 0 ? "pointwise DSP == portable: yes\n"
+                                                  : "pointwise DSP == portable: NO\n");
+  puts_("fnv1a(embedding) = ");
+  put_u(fnv1a(emb, sizeof emb));
+  puts_("\n");
+
+  tinyfed::head_init(g_head, 3);
+  float e[kC];
+  tinyfed::dscnn_embedding_float(emb, wts, e);
+  float loss = 0.0f;
+  t0 = tick_read();
+  tinyfed::head_step(g_head.params, 3, e, 1, 0.1f, &loss);
+  report("head_step (K = 3)", ticks_since(t0), insn_per_tick);
+  // record() with the store full: 5 extractions, then a pass over 320 embeddings.
+  for (int i = 0; g_head.count < tinyfed::kHeadStoreSize; ++i) {
+    emb[i % kC] = static_cast<int8_t>(emb[i % kC] + 1);
+    tinyfed::head_store_add(g_head, emb, static_cast<uint8_t>(i % 3));
+  }
+  t0 = tick_read();
+  tinyfed::head_record(g_head, g_input, 2, wts, 0.1f, &loss, g_work);
+  report("head_record (5 extractions + a pass over 320)", ticks_since(t0), insn_per_tick);
+  t0 = tick_read();
+  tinyfed::head_replay_pass(g_head, wts, 0.1f, &loss);
+  report("  of which the replay pass (320 head steps)", ticks_since(t0), insn_per_tick);
+  int word = 0;
+  t0 = tick_read();
+  tinyfed::head_decide(g_head, g_input, wts, tinyfed::kHeadThreshold, &word, nullptr, g_work);
+  report("head_decide (extraction + head)", ticks_since(t0), insn_per_tick);
+  puts_("fnv1a(head after record) = ");
+  put_u(fnv1a(g_head.params, sizeof g_head.params));
+  puts_("\n");
+}
+
 }  // namespace
 
 int main() {
@@ -179,6 +269,7 @@ int main() {
   puts_("\nfnv1a(params after 1 step) = ");
   put_u(fnv1a(g_params, sizeof g_params));
   puts_("\n");
+  bench_dscnn(insn_per_tick);
   puts_("sizeof(MfccWorkspace) = ");
   put_u(sizeof(tinyfed::MfccWorkspace));
   puts_("\n");

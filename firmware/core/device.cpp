@@ -41,13 +41,22 @@ bool params_valid(float lr, float momentum, uint16_t local_steps) {
 Status Device::begin(Hal* hal, const DeviceConfig& config) {
   if (hal == nullptr) return Status::kBadArgument;
   if (!params_valid(config.lr, config.momentum, config.local_steps)) return Status::kBadArgument;
-  if (config.pipeline != link::PipelineId::kPaper &&
-      config.pipeline != link::PipelineId::kCentroid) {
+  const bool dscnn = config.arch == link::ArchId::kDscnnHead;
+  if (dscnn) {
+    if (config.pipeline != link::PipelineId::kLogmel40 || config.extractor == nullptr ||
+        !ok(dscnn_check(*config.extractor))) {
+      return Status::kBadArgument;
+    }
+  } else if (config.arch != link::ArchId::kFc650163 ||
+             (config.pipeline != link::PipelineId::kPaper &&
+              config.pipeline != link::PipelineId::kCentroid)) {
     return Status::kBadArgument;
   }
   hal_ = hal;
   config_ = config;
-  Status s = nn_init_params(params_, config.seed);
+  model_bytes_ = dscnn ? kHeadModelBytes : kModelBytes;
+  feature_bytes_ = dscnn ? kLogmelInputBytes : kFeatureBytes;
+  Status s = dscnn ? head_init(head_, kOutputs) : nn_init_params(params_, config.seed);
   if (!ok(s)) return s;
   s = mfcc_init(mfcc_ws_);
   if (!ok(s)) return s;
@@ -91,7 +100,10 @@ Status Device::begin(Hal* hal, const DeviceConfig& config) {
   hal_->set_leds(0);
   Text t;
   t.str("boot id=").hex(boot_id_, 8).str(" seed=").u32(config.seed).str(" pipeline=")
-      .str(config.pipeline == link::PipelineId::kPaper ? "paper" : "centroid");
+      .str(config.pipeline == link::PipelineId::kPaper      ? "paper"
+           : config.pipeline == link::PipelineId::kCentroid ? "centroid"
+                                                            : "logmel40")
+      .str(" family=").str(dscnn ? "dscnn" : "paper");
   log_line(LogLevel::kInfo, t.c_str(), false);
   send_hello();
   flush_state();
@@ -222,7 +234,13 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
         .f32(sqrtf(sum_sq / static_cast<float>(kRecordSamples)));
     log_line(LogLevel::kInfo, t.c_str(), true);
   }
-  if (from_audio) {
+  float outputs[kOutputs] = {0.0f, 0.0f, 0.0f};
+  float loss = 0.0f;
+  const bool train = label != link::kNoClass;
+  int detected = -1;
+  if (config_.arch == link::ArchId::kDscnnHead) {
+    s = compute_dscnn(label, from_audio, outputs, &loss, &detected, &stage);
+  } else if (from_audio) {
     if (config_.pipeline == link::PipelineId::kCentroid) {
       int32_t shift = 0;
       s = align_audio(audio_, static_cast<uint32_t>(kRecordSamples), &shift);
@@ -233,14 +251,12 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
       stage = "MFCC";
     }
   }
-  float outputs[kOutputs] = {0.0f, 0.0f, 0.0f};
-  float loss = 0.0f;
-  const bool train = label != link::kNoClass;
-  if (ok(s)) {
+  if (ok(s) && config_.arch != link::ArchId::kDscnnHead) {
     stage = train ? "training step" : "inference";
     s = train ? nn_train_step(params_, velocity_, features_, label, lr_, momentum_, &loss,
                               outputs)
               : nn_forward(params_, features_, outputs);
+    if (ok(s)) detected = nn_detect(outputs);
   }
   set_leds(0);
   set_state(State::kIdle);
@@ -257,7 +273,6 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
     }
     return;
   }
-  const int detected = nn_detect(outputs);
   Text t;
   if (train) {
     ++total_steps_;
@@ -283,9 +298,34 @@ void Device::compute(uint8_t label, Source source, uint16_t ref_seq, bool from_a
   t.str(" outputs=").f32(outputs[0]).str(",").f32(outputs[1]).str(",").f32(outputs[2])
       .str(" source=").str(source == Source::kHost ? "host" : "button");
   log_line(LogLevel::kInfo, t.c_str(), false);
-  // The paper: the class whose output is highest and above 0.6 (nn_detect) shows its colour;
-  // its inference button blinks it five times. Nothing above 0.6: no colour.
+  // The paper: the class whose output is highest and above 0.6 (nn_detect; the dscnn family:
+  // its probability at least kHeadThreshold) shows its colour; its inference button blinks it
+  // five times. Below: no colour.
   if (detected >= 0) start_blink(colour_of(detected), train ? kTrainBlinkCount : kInferBlinkCount);
+}
+
+// The dscnn family: logmel40 (from a recording) or the host's int8 input, then the frozen
+// extractor and the head. Training: the clip's probabilities before the update (what the board
+// heard), then head_record (the clip and its 4 augmented copies into the replay store, one pass
+// over the store); the loss is that pass's mean. Inference: head_decide.
+Status Device::compute_dscnn(uint8_t label, bool from_audio, float* outputs, float* loss,
+                             int* detected, const char** stage) {
+  int8_t* input = reinterpret_cast<int8_t*>(features_);
+  const DscnnWeights& wts = *config_.extractor;
+  Status s = Status::kOk;
+  if (from_audio) {
+    *stage = "logmel40";
+    s = logmel40_compute(audio_, input, dscnn_work().logmel);
+    if (!ok(s)) return s;
+  }
+  *stage = "extractor";
+  int word = kHeadUnknown;
+  s = head_decide(head_, input, wts, kHeadThreshold, &word, outputs, dscnn_work().extractor);
+  if (!ok(s)) return s;
+  *detected = word;
+  if (label == link::kNoClass) return Status::kOk;
+  *stage = "training step";
+  return head_record(head_, input, label, wts, lr_, loss, dscnn_work().extractor);
 }
 
 void Device::set_state(State s) {
@@ -324,7 +364,7 @@ void Device::send_hello() {
   m.boot_id = boot_id_;
   hal_->board_id(m.board_id);
   memcpy(m.fw_version, kFwVersion, sizeof m.fw_version);
-  m.arch = static_cast<uint16_t>(link::ArchId::kFc650163);
+  m.arch = static_cast<uint16_t>(config_.arch);
   m.pipeline = static_cast<uint8_t>(config_.pipeline);
   m.lr = lr_;
   m.momentum = momentum_;

@@ -21,9 +21,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dscnn.h"
 #include "hal.h"
+#include "head.h"
 #include "link.h"
 #include "link_spec.h"
+#include "logmel.h"
 #include "mfcc.h"
 #include "nn.h"
 #include "status.h"
@@ -81,7 +84,27 @@ struct DeviceConfig {
   uint16_t local_steps = kDefaultLocalSteps;
   uint32_t seed = kDefaultSeed;  // of the fresh model at every boot
   link::PipelineId pipeline = link::PipelineId::kCentroid;  // the better one (docs/features.md)
+  // The model family (docs/learning.md): the paper's 650-16-3 network, or the frozen int8
+  // extractor with a float head (pipeline must then be kLogmel40 and extractor set: the
+  // board's flash copy, core/dscnn_weights.h, or a test's model).
+  link::ArchId arch = link::ArchId::kFc650163;
+  const DscnnWeights* extractor = nullptr;
 };
+
+// The dscnn family's head: K = the board's three classes, K * 65 floats (docs/learning.md).
+constexpr uint32_t kHeadModelBytes = static_cast<uint32_t>(kOutputs * (kHeadDim + 1)) * 4;  // 780
+constexpr uint32_t kLogmelInputBytes = static_cast<uint32_t>(kLogmelValues);  // 2,000 int8
+
+// The dscnn family's working memory (28,480 B). A board runs one family, so it lives in the
+// paper's momentum buffer (velocity_, 41,868 B), after the first kHeadModelBytes that stage a
+// downloaded head: the dscnn family adds no RAM to the Device (docs/learning.md, README).
+struct DscnnDeviceWork {
+  DscnnWork extractor;
+  LogmelWork logmel;
+};
+static_assert(kHeadModelBytes % 4 == 0, "the work area after the staged head stays aligned");
+static_assert(kHeadModelBytes + sizeof(DscnnDeviceWork) <= sizeof(float) * kParams,
+              "the dscnn work area fits in the paper's momentum buffer");
 
 // Validates hyper-parameters as SET_PARAMS does: lr in (0, 10], momentum in [0, 1),
 // local_steps >= 1 (spec.py SetParams).
@@ -114,10 +137,16 @@ class Device {
   float momentum() const { return momentum_; }
   uint16_t local_steps() const { return local_steps_; }
   const float* params() const { return params_; }
+  link::ArchId arch() const { return config_.arch; }
+  uint32_t model_bytes() const { return model_bytes_; }  // what MODEL transfers carry
+  const Head& head() const { return head_; }             // the dscnn family's head and store
   const float* velocity() const { return velocity_; }
   bool transfer_open() const { return xfer_.open; }
   // Model downloads applied since boot (the virtual board's script can wait for one).
   uint32_t models_applied() const { return models_applied_; }
+  // HELLO_REQs answered: a host starts every conversation with one (a HAL that cannot see a
+  // host arrive, like the virtual board's pty, sends its boot report after each).
+  uint32_t hello_requests() const { return hello_requests_; }
 
  private:
   friend struct DeviceMemoryMap;  // tools/memory_map.cpp: the RAM breakdown of `make size`
@@ -155,6 +184,13 @@ class Device {
   void on_press(int button);
   void on_release(int button);
   void compute(uint8_t label, link::Source source, uint16_t ref_seq, bool from_audio);
+  Status compute_dscnn(uint8_t label, bool from_audio, float* outputs, float* loss,
+                       int* detected, const char** stage);
+  uint32_t target_size(link::XferTarget t) const;
+  DscnnDeviceWork& dscnn_work() {
+    return *reinterpret_cast<DscnnDeviceWork*>(reinterpret_cast<uint8_t*>(velocity_) +
+                                               kHeadModelBytes);
+  }
   void poll_read();
   void poll_blink(uint32_t now);
   void poll_idle_leds();
@@ -177,10 +213,18 @@ class Device {
   DeviceConfig config_{};
 
   // ---- static memory: the budget `make size` reports (README "RAM budget") ----
-  float params_[kParams];     // 41,868 B: the running model
+  // The running model: the paper's network, or (dscnn family) the Head, whose first member is
+  // its K * 65 parameters, so params_ is the model that transfers carry in either family.
+  union {
+    float params_[kParams];  // 41,868 B
+    Head head_;              // ~23 KB: the head and its replay store of int8 embeddings
+  };
+  uint32_t model_bytes_ = kModelBytes;
+  uint32_t feature_bytes_ = kFeatureBytes;
   float velocity_[kParams];   // 41,868 B: momentum (delta_w_prev); also MODEL staging
   int16_t audio_[kRecordSamples];  // 32,000 B: one recording; also FEATURES/AUDIO staging
-  float features_[kFeatures];      // 2,600 B: the 650 MFCC features of one sample
+  float features_[kFeatures];      // 2,600 B: the 650 MFCC features of one sample; the
+                                   // dscnn family's 2,000 int8 inputs (logmel40) here too
   MfccWorkspace mfcc_ws_;          // MFCC working memory (mfcc.h)
   link::FrameParser parser_;       // RX: one encoded frame + its decoding (~490 B)
   uint8_t tx_payload_[link::kMaxPayload];  // TX: payload being built
@@ -199,6 +243,7 @@ class Device {
   uint32_t steps_since_global_ = 0;
   uint32_t total_steps_ = 0;
   uint32_t models_applied_ = 0;
+  uint32_t hello_requests_ = 0;
   Transfer xfer_{};
   // READ in progress: MODEL_CHUNK frames still to send, one per poll.
   uint32_t read_offset_ = 0;

@@ -32,16 +32,16 @@ int32_t first_non_finite(const uint8_t* p, uint32_t n) {
   return -1;
 }
 
-uint32_t target_size(XferTarget t) {
+}  // namespace
+
+uint32_t Device::target_size(XferTarget t) const {
   switch (t) {
-    case XferTarget::kModel: return kModelBytes;
-    case XferTarget::kFeatures: return kFeatureBytes;
+    case XferTarget::kModel: return model_bytes_;
+    case XferTarget::kFeatures: return feature_bytes_;
     case XferTarget::kAudio: return kAudioBytes;
   }
   return 0;
 }
-
-}  // namespace
 
 void Device::handle_frame(const link::Frame& f) {
   const link::CommandShape* shape = link::command_shape(f.type);
@@ -78,7 +78,10 @@ void Device::handle_frame(const link::Frame& f) {
   }
 }
 
-void Device::on_hello_req(const link::Frame&) { send_hello(); }
+void Device::on_hello_req(const link::Frame&) {
+  ++hello_requests_;
+  send_hello();
+}
 
 void Device::on_set_params(const link::Frame& f) {
   const msg::SetParams::Fields m = msg::SetParams::decode(f.payload);
@@ -234,7 +237,9 @@ void Device::on_xfer_end(const link::Frame& f) {
     send_error(f.seq, ErrorCode::kChecksum, t.c_str());
     return;
   }
-  if (target == XferTarget::kModel || target == XferTarget::kFeatures) {
+  // Floats must be finite; the dscnn family's features are int8 (any byte is a value).
+  if (target == XferTarget::kModel ||
+      (target == XferTarget::kFeatures && config_.arch != link::ArchId::kDscnnHead)) {
     const int32_t bad = first_non_finite(data, xfer_.total_len / 4);
     if (bad >= 0) {
       Text t;
@@ -250,7 +255,7 @@ void Device::on_xfer_end(const link::Frame& f) {
     case XferTarget::kModel: {
       // The atomic switch: the verified staging copy replaces the weights in one step of the
       // main loop (nothing else reads or writes them in between), then momentum restarts.
-      memcpy(params_, velocity_, kModelBytes);
+      memcpy(params_, velocity_, model_bytes_);  // dscnn: the head only; its store stays
       memset(velocity_, 0, sizeof velocity_);
       model_round_ = meta;
       steps_since_global_ = 0;
@@ -264,7 +269,7 @@ void Device::on_xfer_end(const link::Frame& f) {
       break;
     }
     case XferTarget::kFeatures:
-      memcpy(features_, data, kFeatureBytes);
+      memcpy(features_, data, feature_bytes_);
       close_transfer(false);
       send_ack(f.seq, f.type);
       set_state(State::kComputing);
@@ -309,8 +314,8 @@ void Device::on_get_model(const link::Frame& f) {
   upload_seen_ = true;
   msg::ModelInfo::Fields m{};
   m.ref_seq = f.seq;
-  m.total_len = kModelBytes;
-  m.crc32 = link::crc32(reinterpret_cast<const uint8_t*>(params_), kModelBytes);
+  m.total_len = model_bytes_;
+  m.crc32 = link::crc32(reinterpret_cast<const uint8_t*>(params_), model_bytes_);
   m.model_round = model_round_;
   m.steps_since_global = steps_since_global_;
   m.total_steps = total_steps_;
@@ -321,10 +326,10 @@ void Device::on_read(const link::Frame& f) {
   const msg::Read::Fields m = msg::Read::decode(f.payload);
   const uint32_t offset = m.offset;
   const uint8_t count = m.count;
-  if (count == 0 || offset >= kModelBytes) {
+  if (count == 0 || offset >= model_bytes_) {
     Text t;
     t.str("READ of ").u32(count).str(" chunks at ").u32(offset).str(": need count >= 1 and ")
-        .str("offset < ").u32(kModelBytes);
+        .str("offset < ").u32(model_bytes_);
     send_error(f.seq, ErrorCode::kBadArgument, t.c_str());
     return;
   }
@@ -350,7 +355,7 @@ void Device::poll_read() {
   // lose chunks (Hal::link_room).
   while (read_left_ > 0 && sent < kReadChunksPerPoll &&
          hal_->link_room() >= link::kMaxFrameWire) {
-    const uint32_t n32 = kModelBytes - read_offset_;
+    const uint32_t n32 = model_bytes_ - read_offset_;
     const size_t n = n32 < link::kChunkBytes ? n32 : link::kChunkBytes;
     msg::ModelChunk::Fields m{};
     m.offset = read_offset_;
@@ -360,7 +365,7 @@ void Device::poll_read() {
     read_offset_ += static_cast<uint32_t>(n);
     --read_left_;
     ++sent;
-    if (read_offset_ >= kModelBytes) read_left_ = 0;
+    if (read_offset_ >= model_bytes_) read_left_ = 0;
   }
 }
 

@@ -171,12 +171,14 @@ inline const char* name_of(Source v) {
 // Network architectures. (spec.py ArchId)
 enum class ArchId : uint8_t {
   kFc650163 = 1,
+  kDscnnHead = 2,
 };
 
 // The name spec.py gives a ArchId, or nullptr for a value not in it.
 inline const char* name_of(ArchId v) {
   switch (v) {
     case ArchId::kFc650163: return "FC650_16_3";
+    case ArchId::kDscnnHead: return "DSCNN_HEAD";
   }
   return nullptr;
 }
@@ -185,6 +187,7 @@ inline const char* name_of(ArchId v) {
 enum class PipelineId : uint8_t {
   kPaper = 1,
   kCentroid = 2,
+  kLogmel40 = 3,
 };
 
 // The name spec.py gives a PipelineId, or nullptr for a value not in it.
@@ -192,6 +195,7 @@ inline const char* name_of(PipelineId v) {
   switch (v) {
     case PipelineId::kPaper: return "PAPER";
     case PipelineId::kCentroid: return "CENTROID";
+    case PipelineId::kLogmel40: return "LOGMEL40";
   }
   return nullptr;
 }

@@ -25,6 +25,7 @@ from tinyfed.aggregator import service, settings
 from tinyfed.aggregator.rounds import RoundClosed, RoundMachine, RoundPolicy
 from tinyfed.aggregator.store import Store
 from tinyfed.aggregator.strategies import Strategy
+from tinyfed.model import families
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import Topics
 from tinyfed.testbed.broker import Mosquitto
@@ -118,7 +119,7 @@ def test_each_poison_message_is_rejected_and_the_next_round_closes(
     assert any(r.upload_id == "c-huge" and "not finite" in r.reason for r in first.rejected)
     assert [p.worker_id for p in first.participants] == ["a", "b"]
     assert first.participants[0].loss_mean == float(2**63)
-    g0 = model.init_params().astype(np.float64)
+    g0 = families.PAPER.init().astype(np.float64)
     expected = g0 - 5 * (g0 - fedavg((perturbed(99), 10), (pb, 10)))
     np.testing.assert_allclose(g1.params, expected, atol=1e-5)
     assert np.isfinite(g2.params).all()
@@ -230,7 +231,7 @@ def test_one_poisoned_worker_moves_the_default_global_no_more_than_an_honest_rou
     strategy = settings.from_args(args, env={}).strategy
     assert strategy.clip_median
     rng = np.random.default_rng(0)
-    base = model.init_params()
+    base = families.PAPER.init()
     direction = rng.normal(0, 1, model.N_PARAMS)
     direction *= 0.4 / np.linalg.norm(direction)
 

@@ -20,6 +20,7 @@ from tinyfed import cli, model
 from tinyfed.aggregator import service, settings
 from tinyfed.aggregator.store import Store
 from tinyfed.errors import UsageError
+from tinyfed.model import families
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import (
     AggregatorStatus,
@@ -191,7 +192,7 @@ def aggregator_process(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 def perturbed(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (model.init_params() + rng.normal(0, 0.1, model.N_PARAMS)).astype(np.float32)
+    return (families.PAPER.init() + rng.normal(0, 0.1, model.N_PARAMS)).astype(np.float32)
 
 
 def fedavg(*pairs: tuple[np.ndarray, float]) -> np.ndarray:
@@ -238,7 +239,7 @@ def test_all_workers_report_and_every_board_can_catch_up(
     a.close()
     b.close()
     # Assert
-    np.testing.assert_array_equal(g0.params, model.init_params())
+    np.testing.assert_array_equal(g0.params, families.PAPER.init())
     np.testing.assert_allclose(g1.params, fedavg((pa, 10), (pb, 4)), atol=1e-7)
     assert (g1.hyper.lr, g1.hyper.momentum, g1.hyper.local_steps) == (0.1, 0.9, 10)
     assert (g1.pipeline, g1.arch) == ("centroid", model.ARCH_ID)

@@ -12,6 +12,7 @@ from tinyfed import model
 from tinyfed.aggregator.strategies import (
     RoundAggregate,
     Strategy,
+    StrategyName,
     UpdateSource,
     WeightedSum,
     clip_to_norm,
@@ -20,6 +21,7 @@ from tinyfed.aggregator.strategies import (
     median,
     trimmed_mean,
 )
+from tinyfed.model import families
 
 
 def f32(*values: float) -> np.ndarray:
@@ -282,3 +284,26 @@ def test_an_excluded_update_leaves_the_sum_and_the_median() -> None:
     result = agg.finish(None, exclude=[3])
     np.testing.assert_allclose(result.params, (f32(1, 0) + f32(0, 1) + f32(1, 0)) / 3, rtol=1e-6)
     assert result.excluded == (3,)
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedavgm", "median", "trimmed-mean"])
+@pytest.mark.parametrize("clip", ["median", "off"])
+def test_every_strategy_aggregates_vectors_of_the_dscnn_family(
+    name: StrategyName, clip: str
+) -> None:
+    """Nothing assumes the paper's 10,467 parameters: a round of 195-float heads."""
+    rng = np.random.default_rng(7)
+    base = families.DSCNN.init()
+    heads = [(rng.normal(0, 0.1, 195)).astype(np.float32) for _ in range(5)]
+    strategy = Strategy(name=name, clip_median=clip == "median", trim_fraction=0.2)
+    agg = RoundAggregate(strategy, base)
+    for h in heads:
+        agg.add(h, 10.0)
+    params, _ = agg.result(None)
+    assert params.shape == (195,)
+    assert params.dtype == np.float32
+    assert np.isfinite(params).all()
+    if name == "fedavg" and clip == "off":
+        np.testing.assert_allclose(params, fedavg(heads, [10.0] * 5), atol=1e-7)
+    with pytest.raises(ValueError, match=r"expected \(195,\)"):
+        agg.add(families.PAPER.init(), 1.0)

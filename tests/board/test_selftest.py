@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -27,7 +28,7 @@ from tinyfed.board import selftest
 from tinyfed.board.report import FAIL, PASS, SKIP, Check
 from tinyfed.board.sample import load_sample, synthesized_word
 from tinyfed.errors import UsageError
-from tinyfed.link import frame
+from tinyfed.link import frame, messages
 from tinyfed.link.frame import Frame
 from tinyfed.link.spec import MsgType
 from tinyfed.testbed.fake_board import FakeBoard
@@ -142,6 +143,9 @@ def test_selftest_passes_against_the_virtual_board(board: VirtualBoard) -> None:
         assert status[check] == PASS, check
     assert status["buttons/D2..D5"] == SKIP
     assert "stdin is not a terminal" in _details(report)["buttons/D2..D5"]
+    # The virtual board's boot report follows the selftest's HELLO, as a real board's does.
+    assert status["microphone/boot report"] == PASS
+    assert "board: virtual; microphone ok" in _details(report)["microphone/boot report"]
     assert report["board"]["virtual"] is True
     assert report["board"]["board_id"] == "00112233445566aa"
     training = next(c for c in report["checks"] if c["group"] == "training")
@@ -341,3 +345,41 @@ def test_a_port_that_cannot_be_opened_is_a_fail(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "link        FAIL  open: could not open serial://" in proc.stdout
     assert "result: FAIL (0 passed, 1 failed, 0 skipped)" in proc.stdout
+
+
+def _selftest_fake(board: FakeBoard) -> dict[str, Check]:
+    report = asyncio.run(
+        selftest.run_selftest(
+            board,
+            device="fake://board",
+            sample=load_sample(None),
+            timeout=0.2,
+            retries=1,
+            round_trips=3,
+        )
+    )
+    return {f"{c.group}/{c.name}": c for c in report.checks}
+
+
+def test_a_dscnn_board_moves_its_head_and_skips_the_paper_step() -> None:
+    status = _selftest_fake(FakeBoard(family="dscnn"))
+    assert status["link/HELLO"].status == PASS
+    assert "arch DSCNN_HEAD, pipeline logmel40" in status["link/HELLO"].detail
+    assert status["link/model upload"].status == PASS
+    assert status["link/model download"].status == PASS
+    assert status["training/one step"].status == SKIP
+    assert "runs the dscnn family (dscnn64-head-v1)" in status["training/one step"].detail
+
+
+def test_a_board_of_an_unknown_architecture_fails_hello_naming_it() -> None:
+    def arch_9(direction: str, msg_type: int, index: int, wire: bytes) -> bytes:
+        if direction != "to_host" or msg_type != MsgType.HELLO:
+            return wire
+        (f,) = frame.FrameParser().feed(wire)
+        assert isinstance(f, Frame)
+        hello = dataclasses.replace(frame.unpack_as(f, messages.Hello), arch=9)
+        return frame.pack(hello, f.seq)
+
+    status = _selftest_fake(FakeBoard(fault=arch_9))
+    assert status["link/HELLO"].status == FAIL
+    assert "unknown architecture id 9; known: paper (arch 1" in status["link/HELLO"].detail

@@ -390,7 +390,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         pytest.skip(str(exc))
     root = tmp_path_factory.mktemp("deployed-broker")
     secrets_dir = root / "secrets"
-    credentials("--out", str(secrets_dir), "--aggregator", "--monitor", "--workers", "b1,b2")
+    credentials(
+        "--out",
+        str(secrets_dir),
+        "--aggregator",
+        "--monitor",
+        "--homeassistant",
+        "--workers",
+        "b1,b2",
+    )
     passwords = {}
     for env in secrets_dir.glob("*.env"):
         values = env_file(env)
@@ -686,6 +694,30 @@ def test_monitor_reads_everything_and_writes_nothing(login: Login, fleet: str) -
     assert [(t, p) for t, p, _ in monitor.until(base + "aggregator/status", b"A")] == [
         (base + "rounds", b"R")
     ]
+
+
+def test_homeassistant_reads_statuses_and_writes_only_discovery_configs(
+    login: Login, fleet: str
+) -> None:
+    # Prepare
+    base = f"tinyfed/{fleet}/"
+    ha, gateway, monitor = login("homeassistant"), login("b1"), login("monitor")
+    ha.subscribe(base + "#")
+    monitor.subscribe("homeassistant/#")
+    # Execute
+    gateway.publish(base + "workers/b1/loss", b"L")
+    gateway.publish(base + "workers/b1/status", b"S", retain=True)
+    codes = {
+        topic: ha.publish(topic, b"H")
+        for topic in (base + "global", base + "workers/homeassistant/status", base + "rounds")
+    }
+    config = ha.publish(f"homeassistant/sensor/tinyfed_{fleet}_b1/loss/config", b"C")
+    # Assert: only the status arrives; the configs are the account's only writes
+    assert codes == dict.fromkeys(codes, NOT_AUTHORIZED)
+    assert config == 0
+    assert [(t, p) for t, p, _ in ha.until(base + "workers/b1/status", b"S")] == []
+    seen = monitor.until(f"homeassistant/sensor/tinyfed_{fleet}_b1/loss/config", b"C")
+    assert seen == []  # the monitor (a Home Assistant logged in as monitor) reads the configs
 
 
 def test_aggregator_cannot_pose_as_a_worker(login: Login, fleet: str) -> None:

@@ -3,11 +3,14 @@ broker."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tinyfed import model
 from tinyfed.gateway.state import BridgeState, Held, Pull, Push
 from tinyfed.link.client import Hello, LossReport
+from tinyfed.model import families
 from tinyfed.mqtt import contract
 
 
@@ -173,3 +176,45 @@ def test_a_global_model_for_another_feature_pipeline_is_never_pushed() -> None:
     assert state.next_action() is None
     assert state.problem is not None
     assert "'paper' feature pipeline" in state.problem
+
+
+def _with_arch(h: Hello, arch: int, pipeline: int) -> Hello:
+    return dataclasses.replace(h, arch=arch, pipeline=pipeline)
+
+
+def test_a_global_model_of_another_family_is_never_pushed_and_both_are_named() -> None:
+    state = BridgeState("w")
+    state.on_global(global_model(4))  # the paper's network
+    state.on_hello(_with_arch(hello(), arch=2, pipeline=3))  # a dscnn board
+    assert state.next_action() is None
+    assert state.problem == (
+        "board 0011223344556677 runs the dscnn family (dscnn64-head-v1), the fleet runs the "
+        "paper family (fc650-16-3-sigmoid-v1): flash the board with the fleet's family or give "
+        "it a fleet of its own"
+    )
+
+
+def test_a_dscnn_board_gets_a_dscnn_global_model() -> None:
+    state = BridgeState("w")
+    head = contract.GlobalModel(
+        round=2,
+        params=families.DSCNN.init(),
+        hyper=contract.HyperParams(lr=0.01, momentum=0.0, local_steps=3),
+        pipeline="logmel40",
+        arch=families.DSCNN.arch,
+    )
+    state.on_global(head)
+    state.on_hello(_with_arch(hello(), arch=2, pipeline=3))
+    action = state.next_action()
+    assert isinstance(action, Push)
+    assert action.model is head
+    assert state.problem is None
+
+
+def test_a_board_of_an_unknown_architecture_is_named() -> None:
+    state = BridgeState("w")
+    state.on_global(global_model(1))
+    state.on_hello(_with_arch(hello(), arch=9, pipeline=2))
+    assert state.next_action() is None
+    assert state.problem is not None
+    assert "reports unknown architecture id 9; known: paper" in state.problem

@@ -204,11 +204,20 @@ class _Probe:
 
 def _connect_ok(probe: _Probe, timeout: float = 20.0) -> None:
     # JetStream elects its leaders after the listeners open: early CONNECTs may be refused.
+    # Only a CONNACK that was looked at is cleared, and the result is read again after the
+    # clear: a success landing between the two must not be lost (paho reconnects only after
+    # a failure, so a lost success would never come again).
+    def succeeded() -> bool:
+        return not getattr(probe.rc, "is_failure", True)
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if probe.connected.wait(0.5) and not getattr(probe.rc, "is_failure", True):
-            return
-        probe.connected.clear()
+        if probe.connected.wait(0.5):
+            if succeeded():
+                return
+            probe.connected.clear()
+            if succeeded():
+                return
     raise AssertionError(f"no MQTT connection within {timeout:g} s (last: {probe.rc})")
 
 

@@ -14,6 +14,7 @@ from tinyfed import model
 from tinyfed.cli import main
 from tinyfed.data.wav import read_wav, write_wav
 from tinyfed.features import get_pipeline
+from tinyfed.model import families
 from tinyfed.testbed import vectors
 
 
@@ -216,3 +217,27 @@ def test_classify_prints_what_the_model_hears_in_each_clip(
         best = int(np.argmax(out))
         assert ("abc"[best] if out[best] > 0.6 else "none") in line
     assert main(["classify", str(paths[0]), "--model", str(m), "--classes", "a,b"]) == 2
+
+
+def test_model_info_recognises_both_families_by_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    head = tmp_path / "head.bin"
+    model.save(families.DSCNN.init(), head, None)
+    assert main(["model", "info", str(head)]) == 0
+    out = capsys.readouterr().out
+    assert "780 bytes, 195 float32 parameters" in out
+    assert "family dscnn (arch 2, dscnn64-head-v1)" in out
+    assert "a new head (all zeros)" in out
+    scaled = tmp_path / "scaled.bin"
+    assert main(["model", "init", "--scheme", "scaled", "--out", str(scaled)]) == 0
+    assert "seed 12345, scaled init" in capsys.readouterr().out
+    np.testing.assert_array_equal(model.load(scaled), families.PAPER.init())
+    assert main(["model", "info", str(scaled)]) == 0
+    out = capsys.readouterr().out
+    assert "family paper (arch 1, fc650-16-3-sigmoid-v1)" in out
+    assert "a new fleet's scaled initial model" in out
+    (tmp_path / "odd.bin").write_bytes(b"\x00" * 400)
+    assert main(["model", "info", str(tmp_path / "odd.bin")]) == 2
+    err = capsys.readouterr().err
+    assert "400 bytes belongs to no family (paper 41,868 bytes, dscnn 780 bytes)" in err

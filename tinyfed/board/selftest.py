@@ -42,7 +42,7 @@ from tinyfed.board.events import LinkEvents
 from tinyfed.board.person import Person
 from tinyfed.board.report import FAIL, PASS, SKIP, Check, Report, dbfs
 from tinyfed.board.sample import Sample
-from tinyfed.errors import TinyfedError
+from tinyfed.errors import ModelError, TinyfedError
 from tinyfed.features import get_pipeline
 from tinyfed.link import spec
 from tinyfed.link.client import (
@@ -56,6 +56,7 @@ from tinyfed.link.client import (
     StateReport,
 )
 from tinyfed.link.transports.base import Transport, TransportError
+from tinyfed.model import families
 
 #: (button, role, LED bits while held, colour name)
 BUTTONS = (
@@ -98,6 +99,7 @@ class SelfTest:
         self.events = LinkEvents(link)
         self.hello: Hello | None = None
         self.original: tuple[model.F32, int] | None = None  # the board's model and round
+        self.family: families.Family = families.PAPER  #: from the HELLO's arch
         self.trained = False  # the board's model was changed by this test
 
     def add(self, group: str, name: str, status: str, detail: str, **data: Any) -> Check:
@@ -173,8 +175,10 @@ class SelfTest:
         problems = []
         if h.protocol != spec.PROTOCOL_VERSION:
             problems.append(f"protocol {h.protocol}, this host speaks {spec.PROTOCOL_VERSION}")
-        if h.arch != spec.ArchId.FC650_16_3:
-            problems.append(f"architecture {h.arch}, this host knows {spec.ArchId.FC650_16_3}")
+        try:
+            self.family = families.by_arch_id(h.arch)
+        except ModelError as exc:
+            problems.append(str(exc))
         if h.pipeline not in set(spec.PipelineId):
             problems.append(f"unknown feature pipeline {h.pipeline}")
         if problems:
@@ -230,7 +234,8 @@ class SelfTest:
 
     async def check_download(self) -> None:
         if self.original is None:
-            params, rnd = model.init_params(), 0
+            paper = self.family is families.PAPER
+            params, rnd = (model.init_params() if paper else self.family.init()), 0
             what = "the fresh seeded model (the upload failed; the board now holds it)"
         else:
             params, rnd = self.original
@@ -292,6 +297,15 @@ class SelfTest:
     async def check_training(self) -> None:
         if self.original is None or self.hello is None:
             self.add("training", "one step", SKIP, "not run: the board's model is unknown")
+            return
+        if self.family is not families.PAPER:
+            self.add(
+                "training",
+                "one step",
+                SKIP,
+                f"not run: the reference step here is the paper family's; the board runs the "
+                f"{self.family.name} family ({self.family.arch})",
+            )
             return
         start, _ = self.original
         h = self.hello

@@ -38,7 +38,8 @@ AGGREGATOR_USER = (
     "aggregator"  #: the aggregator's account (its ACL section in deploy/mosquitto/acl)
 )
 MONITOR_USER = "monitor"  #: the read-only account for people and dashboards
-RESERVED_USERS = frozenset({AGGREGATOR_USER, MONITOR_USER})
+HOMEASSISTANT_USER = "homeassistant"  #: ``tinyfed homeassistant``: writes discovery configs
+RESERVED_USERS = frozenset({AGGREGATOR_USER, MONITOR_USER, HOMEASSISTANT_USER})
 PASSWORD_FILE = "passwd"  #: the password file's name inside the secrets folder
 DEFAULT_OUT = Path("deploy/secrets")  #: where docker-compose.yml looks (TINYFED_SECRETS)
 
@@ -55,7 +56,7 @@ class Account:
 
     username: str
     env_name: str  #: file name of its env file inside the secrets folder
-    role: str  #: ``aggregator``, ``monitor`` or ``gateway``
+    role: str  #: ``aggregator``, ``monitor``, ``homeassistant`` or ``gateway``
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -101,13 +102,17 @@ def read_password_file(path: Path) -> dict[str, str]:
     return entries
 
 
-def accounts_for(workers: list[str], *, aggregator: bool, monitor: bool) -> list[Account]:
+def accounts_for(
+    workers: list[str], *, aggregator: bool, monitor: bool, homeassistant: bool = False
+) -> list[Account]:
     """The accounts to create, validated: worker ids are topic levels and not reserved names."""
     accounts: list[Account] = []
     if aggregator:
         accounts.append(Account(AGGREGATOR_USER, "aggregator.env", "aggregator"))
     if monitor:
         accounts.append(Account(MONITOR_USER, "monitor.env", "monitor"))
+    if homeassistant:
+        accounts.append(Account(HOMEASSISTANT_USER, "homeassistant.env", "homeassistant"))
     seen: set[str] = set()
     for worker in workers:
         try:
@@ -213,7 +218,8 @@ def _write_private(path: Path, text: str) -> None:
 EPILOG = """\
 accounts and the ACL (deploy/mosquitto/acl):
   aggregator   reads every worker topic; writes global, rounds, aggregator/status
-  monitor      reads everything under tinyfed/, writes nothing
+  monitor      reads everything under tinyfed/ and homeassistant/, writes nothing
+  homeassistant  `tinyfed homeassistant`: reads the workers' status, writes homeassistant/
   <worker id>  a gateway: its username IS its worker id (run it with --worker-id ID);
                writes only tinyfed/<fleet>/workers/ID/..., reads the global model
 
@@ -221,6 +227,7 @@ files (mode 0600; the folder gets a .gitignore):
   passwd              Mosquitto's password_file ($7$ PBKDF2-SHA512, as mosquitto_passwd)
   aggregator.env      TINYFED_MQTT_USERNAME / TINYFED_MQTT_PASSWORD for docker compose
   monitor.env         the same, for people: mosquitto_sub -u monitor -P PASSWORD ...
+  homeassistant.env   for `tinyfed homeassistant` (--homeassistant)
   gateway-ID.env      one per worker
 
 Existing accounts are kept; --force gives them new passwords. Restart the broker to load new
@@ -263,6 +270,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--workers", metavar="ID,ID", help="gateway accounts, one per worker id")
     p.add_argument("--aggregator", action="store_true", help="the aggregator's account")
     p.add_argument("--monitor", action="store_true", help="the read-only monitor account")
+    p.add_argument(
+        "--homeassistant",
+        action="store_true",
+        help="the account of `tinyfed homeassistant` (Home Assistant discovery)",
+    )
     p.add_argument("--force", action="store_true", help="replace existing accounts")
     p.set_defaults(func=_cmd_credentials)
 
@@ -270,9 +282,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _cmd_credentials(args: argparse.Namespace) -> int:
     workers = parse_workers(args.workers) if args.workers is not None else []
     aggregator, monitor = args.aggregator, args.monitor
-    if not (workers or aggregator or monitor):
+    if not (workers or aggregator or monitor or args.homeassistant):
         aggregator = monitor = True
-    accounts = accounts_for(workers, aggregator=aggregator, monitor=monitor)
+    accounts = accounts_for(
+        workers, aggregator=aggregator, monitor=monitor, homeassistant=args.homeassistant
+    )
     created, kept = create_credentials(args.out, accounts, force=args.force)
     for account in created:
         print(f"created {account.role} account {account.username!r}: {args.out / account.env_name}")

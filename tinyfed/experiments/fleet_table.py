@@ -87,5 +87,7 @@ FIGURES: dict[str, FleetExperiment] = {
 
 
 def aggregator_args(strategy: str) -> tuple[str, ...]:
-    """Extra ``tinyfed aggregator`` flags of a strategy."""
-    return FEDAVGM_ARGS if strategy == "fedavgm" else ()
+    """Extra ``tinyfed aggregator`` flags of a strategy. The paper's figures start from the
+    paper's seeded model (``--init-scheme paper``; a new fleet would start from the scaled
+    init), as their replay (:mod:`tinyfed.experiments.replay`) does."""
+    return ("--init-scheme", "paper", *(FEDAVGM_ARGS if strategy == "fedavgm" else ()))

@@ -15,7 +15,7 @@ from typing import Any
 from tinyfed.data import dataset as ds
 from tinyfed.errors import UsageError
 from tinyfed.features import pipelines
-from tinyfed.fleet import report, web
+from tinyfed.fleet import homeassistant, report, web
 from tinyfed.fleet.corpus import DEFAULT_CORPUS_DIR, HeldOut, parse_words
 from tinyfed.fleet.dashboard import Dashboard, DashboardInfo
 from tinyfed.fleet.recorder import Recorder
@@ -53,6 +53,22 @@ examples:
       mosquitto_sub -v -t 'tinyfed/+/workers/+/loss'
 """
 
+
+HA_DESCRIPTION = """\
+Make every board of a fleet a Home Assistant device, through MQTT discovery: for each board
+whose gateway reports on the fleet's status topics, retained configs under the discovery prefix
+give it an "Online" connectivity sensor, its model round and firmware, and, from its loss
+events, the last word heard (its prediction, "unknown" below the threshold), the word it was
+taught, the loss and the steps. The configs point at tinyfed's own topics, so nothing else is
+published. Runs until stopped, announcing new boards as they appear and every board again when
+Home Assistant restarts. The account needs write access to the discovery prefix.
+"""
+
+HA_EPILOG = """\
+examples:
+  tinyfed homeassistant --broker mqtt://localhost:1883 --fleet home
+  tinyfed homeassistant --broker mqtt://localhost:1883 --fleet home --remove board1,board2
+"""
 
 USERS_DESCRIPTION = """\
 Write the demo's scripted users to a folder, for virtual boards that run elsewhere (the
@@ -191,6 +207,29 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     d.add_argument("--duration", type=float, help="stop after this many seconds")
     d.set_defaults(func=cmd_dashboard, record=None, no_dashboard=True, terminal=False)
+
+    h = subparsers.add_parser(
+        "homeassistant",
+        help="announce the fleet's boards to Home Assistant (MQTT discovery), until stopped",
+        description=HA_DESCRIPTION,
+        epilog=HA_EPILOG,
+        formatter_class=fmt,
+    )
+    h.add_argument("--broker", metavar="URL", required=True, help="mqtt://HOST:PORT")
+    h.add_argument("--fleet", required=True, help="fleet name")
+    h.add_argument("--prefix", default=contract.DEFAULT_PREFIX, help="topic prefix (tinyfed)")
+    h.add_argument(
+        "--discovery-prefix",
+        default=homeassistant.DEFAULT_PREFIX,
+        help=f"Home Assistant's discovery prefix (default {homeassistant.DEFAULT_PREFIX})",
+    )
+    h.add_argument(
+        "--remove",
+        metavar="WORKERS",
+        help="instead: delete these boards' entities (comma-separated worker ids) and exit",
+    )
+    h.add_argument("--duration", type=float, help="stop after this many seconds")
+    h.set_defaults(func=cmd_homeassistant)
 
     u = subparsers.add_parser(
         "virtual-users",
@@ -426,4 +465,39 @@ def cmd_virtual_users(args: argparse.Namespace) -> int:
             f"{args.out / board['script']}: {', '.join(board['words'])}, {board['presses']} words"
         )
     print(f"start each board with --script {args.out}/board-N.txt --local-steps {args.local_steps}")
+    return 0
+
+
+def cmd_homeassistant(args: argparse.Namespace) -> int:
+    """``tinyfed homeassistant``."""
+    workers = [w.strip() for w in (args.remove or "").split(",") if w.strip()]
+    for w in workers:
+        try:
+            contract.check_worker_id(w)
+        except contract.ContractError as exc:
+            raise UsageError(f"--remove: {exc}") from exc
+    if args.remove is not None and not workers:
+        raise UsageError("--remove needs worker ids, e.g. --remove board1,board2")
+    _reachable(args.broker)
+    topics = contract.Topics(args.fleet, args.prefix)
+    broker = parse_broker_url(args.broker)
+    if workers:
+        homeassistant.remove(broker, topics, workers, prefix=args.discovery_prefix)
+        print(f"deleted the Home Assistant entities of {', '.join(workers)}")
+        return 0
+    ha = homeassistant.HomeAssistantDiscovery(broker, topics, prefix=args.discovery_prefix)
+    ha.start()
+    print(
+        f"announcing the boards of fleet {args.fleet} under {args.discovery_prefix}/ "
+        "(Ctrl-C stops; the devices stay in Home Assistant)"
+    )
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ha.close()
+    print(f"announced {len(ha.boards)} boards: {', '.join(ha.boards) or 'none'}")
     return 0

@@ -44,7 +44,7 @@ import numpy.typing as npt
 from tinyfed import model
 from tinyfed.link import messages, spec
 from tinyfed.link.channel import Channel, LinkSettings
-from tinyfed.link.download import Download
+from tinyfed.link.download import Download, board_family
 from tinyfed.link.errors import (
     RETRYABLE_ERRORS,
     BoardError,
@@ -68,6 +68,7 @@ from tinyfed.link.spec import XferTarget
 from tinyfed.link.stats import LinkStats, TransferRecord
 from tinyfed.link.transports.base import Transport
 from tinyfed.link.upload import Upload
+from tinyfed.model import families
 
 __all__ = [
     "EVENT_QUEUE_LIMIT",
@@ -93,6 +94,7 @@ __all__ = [
 
 N_FEATURES = model.N_INPUTS  #: one FEATURES sample: 650 float32
 N_AUDIO = 16_000  #: one AUDIO sample: 1 s at 16 kHz, int16
+N_DSCNN_INPUT = 50 * 40  #: one dscnn FEATURES sample: the int8 extractor input (docs/learning.md)
 
 
 class BoardLink:
@@ -225,9 +227,21 @@ class BoardLink:
 
         return await self._rq.command("RESET", self._rq.reset_once)
 
+    async def family(self) -> families.Family:
+        """The board's model family (from its HELLO; asks for one if none was seen yet).
+
+        Raises :class:`LinkError` naming an architecture id this host does not know.
+        """
+        board = self.board or await self.hello()
+        return board_family(board, self.url)
+
     async def put_model(self, params: model.F32, round: int) -> TransferRecord:
-        """Download a model to the board; it applies it atomically after the CRC-32 verifies."""
-        data = model.to_bytes(params)
+        """Download a model to the board; it applies it atomically after the CRC-32 verifies.
+
+        ``params`` must be a model of the board's family (:meth:`family`): the size comes from
+        the board's HELLO, a model of another size is a :class:`~tinyfed.errors.ModelError`.
+        """
+        data = (await self.family()).to_bytes(params)
         return await self._download.run(XferTarget.MODEL, data, round, "model down")
 
     async def send_sample(
@@ -239,14 +253,26 @@ class BoardLink:
     ) -> TransferRecord:
         """Send one sample to train on (``label`` 0..2) or to infer (``label`` None).
 
-        Exactly one of ``features`` (650 float32 MFCC values) or ``audio`` (16,000 int16
-        samples) is given. The board answers with a LOSS or an INFER event.
+        Exactly one of ``features`` or ``audio`` (16,000 int16 samples) is given. Features
+        are what the board's family computes: 650 float32 MFCC values (``paper``), or the
+        extractor's 2,000 int8 inputs, 50 frames x 40 bands (``dscnn``). The board answers
+        with a LOSS or an INFER event.
         """
         if (features is None) == (audio is None):
             raise ValueError("give exactly one of features= or audio=")
         meta = spec.NO_CLASS if label is None else label
         if not 0 <= meta <= 255:
             raise ValueError(f"label must be 0..254 or None, got {label}")
+        if features is not None and (await self.family()) is families.DSCNN:
+            q = np.asarray(features).ravel()
+            if q.size != N_DSCNN_INPUT or not np.array_equal(q, q.astype(np.int8)):
+                raise ValueError(
+                    f"a dscnn board's features are {N_DSCNN_INPUT} int8 values, got {q.size} "
+                    f"values of {q.dtype}"
+                )
+            return await self._download.run(
+                XferTarget.FEATURES, q.astype(np.int8).tobytes(), meta, "features down"
+            )
         if features is not None:
             arr = np.asarray(features, dtype="<f4").ravel()
             if arr.size != N_FEATURES:
@@ -265,5 +291,9 @@ class BoardLink:
         return await self._rq.command("GET_MODEL", self._rq.model_info_once)
 
     async def get_model(self) -> tuple[model.F32, ModelInfo]:
-        """Upload the board's model: its parameters and the MODEL_INFO they match (CRC-32)."""
-        return await self._upload.run()
+        """Upload the board's model: its parameters and the MODEL_INFO they match (CRC-32).
+
+        Its size is the board's family's (:meth:`family`).
+        """
+        board = self.board or await self.hello()
+        return await self._upload.run(board)

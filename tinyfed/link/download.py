@@ -13,11 +13,13 @@ from __future__ import annotations
 import time
 import zlib
 
+from tinyfed.errors import ModelError
 from tinyfed.link import frame, messages, spec
 from tinyfed.link.errors import RETRYABLE_ERRORS, BoardError, LinkError, LinkTimeoutError
 from tinyfed.link.requests import Exchange
 from tinyfed.link.spec import ErrorCode, XferTarget
 from tinyfed.link.stats import TransferRecord, log
+from tinyfed.model import families
 
 
 class Download(Exchange):
@@ -146,3 +148,14 @@ class Download(Exchange):
 def chunk_bytes(board: messages.Hello | None) -> int:
     """Data bytes per chunk: what the board's HELLO says, at most the spec's CHUNK_BYTES."""
     return min(spec.CHUNK_BYTES, board.chunk_bytes if board else spec.CHUNK_BYTES)
+
+
+def board_family(board: messages.Hello, url: str) -> families.Family:
+    """The model family a board's HELLO names (its ``arch``): what size its model is.
+
+    Raises :class:`LinkError` naming the board and the architecture id this host does not know.
+    """
+    try:
+        return families.by_arch_id(board.arch)
+    except ModelError as exc:
+        raise LinkError(f"board {board.board_id.hex()} on {url} reports {exc}") from None

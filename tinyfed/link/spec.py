@@ -138,6 +138,7 @@ class ArchId(IntEnum):
     """Network architectures."""
 
     FC650_16_3 = 1  #: the paper's 650-16-3 sigmoid network (tinyfed.model.ARCH_ID)
+    DSCNN_HEAD = 2  #: the frozen int8 DS-CNN extractor + a float head; only the head moves
 
 
 class PipelineId(IntEnum):
@@ -145,6 +146,7 @@ class PipelineId(IntEnum):
 
     PAPER = 1  #: the paper's Edge Impulse MFCC, exactly
     CENTROID = 2  #: energy-centroid alignment, then the paper's MFCC
+    LOGMEL40 = 3  #: alignment, 40 log-mel bands x 50 frames, int8 (docs/learning.md)
 
 
 @dataclass(frozen=True)

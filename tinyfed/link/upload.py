@@ -15,7 +15,7 @@ import zlib
 from tinyfed import model
 from tinyfed.errors import TinyfedError
 from tinyfed.link import messages
-from tinyfed.link.download import chunk_bytes
+from tinyfed.link.download import board_family, chunk_bytes
 from tinyfed.link.errors import RETRYABLE_ERRORS, BoardError, LinkError, LinkTimeoutError
 from tinyfed.link.events import ModelInfo
 from tinyfed.link.requests import Exchange
@@ -24,20 +24,26 @@ from tinyfed.link.stats import log
 
 
 class Upload(Exchange):
-    """Reads a board's model over ``requests``."""
+    """Reads a board's model over ``requests`` (its size: the family of the board's HELLO)."""
 
-    async def run(self) -> tuple[model.F32, ModelInfo]:
+    async def run(self, board: messages.Hello) -> tuple[model.F32, ModelInfo]:
         rq = self.rq
+        family = board_family(board, self.url)
         async with rq.exclusive():
             start, before = time.perf_counter(), self.stats.snapshot()
             last: Exception | None = None
             for _ in rq.tries():
                 info = await rq.retrying("GET_MODEL", rq.model_info_once)
+                if info.total_len != family.model_bytes:
+                    raise LinkError(
+                        f"board on {self.url} describes a model of {info.total_len} bytes, but "
+                        f"it runs the {family.name} family ({family.model_bytes} bytes)"
+                    )
                 data = await self._read_all(info.total_len)
                 crc = zlib.crc32(data) & 0xFFFFFFFF
                 if crc == info.crc32:
                     try:
-                        params = model.from_bytes(data)
+                        params = family.from_bytes(data)
                     except TinyfedError as exc:
                         raise LinkError(f"board sent an invalid model: {exc}") from exc
                     rq.record("model up", len(data), start, before)

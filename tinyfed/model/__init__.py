@@ -45,19 +45,46 @@ ERROR_SCALE = 0.33333  #: the original's per-output error constant (a double, no
 DETECTION_THRESHOLD = 0.6  #: an output must exceed this to light its LED (the paper)
 
 
-def init_params(seed: int = DEFAULT_SEED) -> F32:
-    """The paper's initial model: one ``np.random`` stream, uniform in [-0.5, 0.5], hidden first."""
+#: Initialisation schemes of :func:`init_params`: the paper's uniform [-0.5, 0.5] (every
+#: reproduction and the shared vectors), and uniform +-sqrt(3 / fan_in) per layer with zero biases
+#: (unit-variance pre-activations for unit-variance inputs: what new fleets start from).
+INIT_SCHEMES = ("paper", "scaled")
+
+
+def init_params(seed: int = DEFAULT_SEED, scheme: str = "paper") -> F32:
+    """An initial model from one ``np.random`` stream, hidden layer first.
+
+    ``scheme="paper"``: every parameter uniform in [-0.5, 0.5] (the paper's model, bit for bit).
+    ``scheme="scaled"``: weights uniform in +-sqrt(3 / fan_in) (fan_in 650 for the hidden layer,
+    16 for the output layer), biases 0; the same stream draws the same count of values in the
+    same order (biases' draws are discarded), so a seed means the same thing in both schemes.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ModelError(f"init scheme {scheme!r} is not one of {', '.join(INIT_SCHEMES)}")
     rng = np.random.RandomState(seed)
     hidden = rng.uniform(-0.5, 0.5, N_HIDDEN_PARAMS).astype(np.float32)
     output = rng.uniform(-0.5, 0.5, N_OUTPUT_PARAMS).astype(np.float32)
+    if scheme == "scaled":
+        # u in [-0.5, 0.5] times 2 sqrt(3 / fan_in): uniform +-sqrt(3 / fan_in), sd 1/sqrt(fan_in)
+        hidden = (hidden * np.float32(2 * np.sqrt(3 / N_INPUTS))).astype(np.float32)
+        output = (output * np.float32(2 * np.sqrt(3 / N_HIDDEN))).astype(np.float32)
+        hidden[N_INPUTS * N_HIDDEN :] = 0.0  # the hidden biases
+        output[N_HIDDEN * N_OUTPUTS :] = 0.0  # the output biases
     return np.concatenate([hidden, output])
 
 
-def check_params(params: npt.NDArray[np.generic]) -> F32:
-    """Return ``params`` as a float32 vector, or raise :class:`ModelError` naming the problem."""
+def check_params(params: npt.NDArray[np.generic], n_params: int | None = N_PARAMS) -> F32:
+    """Return ``params`` as a float32 vector, or raise :class:`ModelError` naming the problem.
+
+    ``n_params`` is the length expected (the paper's network by default; None: any length of a
+    non-empty vector, for code that serves every family, see :mod:`tinyfed.model.families`).
+    """
     arr = np.asarray(params)
-    if arr.shape != (N_PARAMS,):
-        raise ModelError(f"model has shape {arr.shape}, expected ({N_PARAMS},)")
+    if n_params is None:
+        if arr.ndim != 1 or arr.size == 0:
+            raise ModelError(f"model has shape {arr.shape}, expected a non-empty vector")
+    elif arr.shape != (n_params,):
+        raise ModelError(f"model has shape {arr.shape}, expected ({n_params},)")
     if arr.dtype != np.float32:
         raise ModelError(f"model has dtype {arr.dtype}, expected float32")
     bad = np.flatnonzero(~np.isfinite(arr))
@@ -66,60 +93,64 @@ def check_params(params: npt.NDArray[np.generic]) -> F32:
     return arr.astype(np.float32, copy=False)
 
 
-def _le_view(params: F32) -> F32:
+def _le_view(params: F32, n_params: int | None = N_PARAMS) -> F32:
     """The checked parameters as contiguous little-endian float32 (no copy where possible)."""
-    arr = check_params(params)
+    arr = check_params(params, n_params)
     return np.ascontiguousarray(arr, dtype="<f4")
 
 
-def to_bytes(params: F32) -> bytes:
-    """Serialise a model to the board's 41,868-byte little-endian layout."""
-    return _le_view(params).tobytes()
+def to_bytes(params: F32, n_params: int | None = N_PARAMS) -> bytes:
+    """Serialise a model to the board's little-endian layout (41,868 bytes for the paper's)."""
+    return _le_view(params, n_params).tobytes()
 
 
-def from_bytes(data: bytes) -> F32:
-    """Parse a 41,868-byte model; raise :class:`ModelError` on a wrong size or non-finite value.
+def from_bytes(data: bytes, n_params: int | None = N_PARAMS) -> F32:
+    """Parse a model of ``n_params`` float32 (the paper's 41,868 bytes by default; None: any
+    whole number of float32); raise :class:`ModelError` on a wrong size or non-finite value.
 
     On a little-endian host the result is a read-only view of ``data`` (no copy: the aggregator
     decodes thousands of these); copy it before changing it in place.
     """
-    if len(data) != MODEL_BYTES:
-        raise ModelError(f"model is {len(data)} bytes, expected {MODEL_BYTES}")
+    if n_params is None:
+        if not data or len(data) % 4:
+            raise ModelError(f"model is {len(data)} bytes, expected a non-zero multiple of 4")
+    elif len(data) != 4 * n_params:
+        raise ModelError(f"model is {len(data)} bytes, expected {4 * n_params}")
     arr = np.frombuffer(data, dtype="<f4")
     if arr.dtype != np.float32:  # a big-endian host: convert to native order
         arr = arr.astype(np.float32)
-    return check_params(arr)
+    return check_params(arr, n_params)
 
 
-def save(params: F32, path: str | Path) -> None:
+def save(params: F32, path: str | Path, n_params: int | None = N_PARAMS) -> None:
     """Write a model file atomically (a crash never leaves half a model at ``path``)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(to_bytes(params))
+    tmp.write_bytes(to_bytes(params, n_params))
     tmp.replace(path)
 
 
-def load(path: str | Path) -> F32:
-    """Read a model file, naming the file in any error."""
+def load(path: str | Path, n_params: int | None = N_PARAMS) -> F32:
+    """Read a model file of ``n_params`` float32 (None: any), naming the file in any error."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read model {path}: {exc.strerror}") from exc
     try:
-        return from_bytes(data)
+        return from_bytes(data, n_params)
     except ModelError as exc:
         raise ModelError(f"{path}: {exc}") from exc
 
 
 def crc32(params: F32) -> int:
-    """CRC-32 (IEEE, as zlib) of the model bytes: the link's end-to-end checksum."""
-    return zlib.crc32(_le_view(params).data.cast("B")) & 0xFFFFFFFF
+    """CRC-32 (IEEE, as zlib) of the model bytes (any family): the link's end-to-end checksum."""
+    return zlib.crc32(_le_view(params, None).data.cast("B")) & 0xFFFFFFFF
 
 
 def sha256(params: F32) -> str:
-    """Hex SHA-256 of the model bytes: the MQTT contract's checksum (hashed without a copy)."""
-    return hashlib.sha256(_le_view(params).data.cast("B")).hexdigest()
+    """Hex SHA-256 of the model bytes (any family): the MQTT contract's checksum (no copy)."""
+    return hashlib.sha256(_le_view(params, None).data.cast("B")).hexdigest()
 
 
 def _split(params: F32) -> tuple[F32, F32]:

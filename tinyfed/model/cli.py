@@ -25,6 +25,7 @@ from tinyfed.features.pipelines import (
     get_pipeline,
 )
 from tinyfed.help import HelpFormatter
+from tinyfed.model import families
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,24 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "init",
         help="write the paper's seeded initial model",
         description="Write the initial model: uniform in [-0.5, 0.5] from numpy's seeded "
-        "stream, hidden layer first; seed 12345 reproduces the paper's.",
+        "stream, hidden layer first; seed 12345 reproduces the paper's. --scheme scaled "
+        "writes the scaled initialisation a new fleet starts from (weights uniform in "
+        "+-sqrt(3/fan_in), biases 0, the same stream; docs/aggregator.md).",
         formatter_class=fmt,
     )
     p_init.add_argument("--seed", type=int, default=model.DEFAULT_SEED, help="random seed")
+    p_init.add_argument(
+        "--scheme", choices=model.INIT_SCHEMES, default="paper", help="initialisation scheme"
+    )
     p_init.add_argument("--out", type=Path, required=True, help="model file to write")
     p_init.set_defaults(func=_cmd_init)
     p_info = model_sub.add_parser(
         "info",
         help="what a model file holds: size, checksums, weight ranges",
-        description="Check a model file and print its size, SHA-256 (as the MQTT contract "
-        "names models), CRC-32 (as the board reports it in MODEL_INFO), the range of each "
-        "layer's weights and whether it is the paper's initial model.",
+        description="Check a model file of either family (docs/learning.md; told apart by "
+        "size: the paper's network 41,868 bytes, the dscnn head 780) and print its family, "
+        "size, SHA-256 (as the MQTT contract names models), CRC-32 (as the board reports it "
+        "in MODEL_INFO), the range of each layer's weights and whether it is an initial model.",
         formatter_class=fmt,
     )
     p_info.add_argument("model_file", type=Path, metavar="MODEL.bin")
@@ -191,14 +198,34 @@ def _class_names(text: str | None) -> list[str]:
     return names
 
 
+def _load_any(path: Path) -> tuple[families.Family, model.F32]:
+    """A model file of either family, told apart by its size."""
+    try:
+        params = model.load(path, None)
+        return families.by_size(4 * params.size), params
+    except ModelError as exc:
+        raise UsageError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
-    params = _load_model(args.model_file)
-    raw = model.to_bytes(params)
-    hidden = params[: model.N_HIDDEN_PARAMS]
-    output = params[model.N_HIDDEN_PARAMS :]
-    print(f"{args.model_file}: {len(raw)} bytes, {model.N_PARAMS} float32 parameters, all finite")
+    family, params = _load_any(args.model_file)
+    raw = model.to_bytes(params, None)
+    print(f"{args.model_file}: {len(raw)} bytes, {family.n_params} float32 parameters, all finite")
+    print(f"family {family.name} (arch {family.arch_id}, {family.arch}): {family.description}")
     print(f"sha256 {model.sha256(params)}")
     print(f"crc32  {zlib.crc32(raw) & 0xFFFFFFFF:08x} (the board's MODEL_INFO)")
+    if family is families.DSCNN:
+        k = families.DSCNN_CLASSES
+        w, b = params[: k * families.DSCNN_EMBED], params[k * families.DSCNN_EMBED :]
+        print(
+            f"head {k} x {families.DSCNN_EMBED}: weights {w.min():+.4f} .. {w.max():+.4f}, "
+            f"mean |w| {np.abs(w).mean():.4f}; biases {b.min():+.4f} .. {b.max():+.4f}"
+        )
+        if not params.any():
+            print("this is a new head (all zeros): it has not been trained")
+        return 0
+    hidden = params[: model.N_HIDDEN_PARAMS]
+    output = params[model.N_HIDDEN_PARAMS :]
     print(
         f"hidden layer {model.N_INPUTS}+1 x {model.N_HIDDEN}: weights "
         f"{hidden.min():+.4f} .. {hidden.max():+.4f}, mean |w| {np.abs(hidden).mean():.4f}"
@@ -209,6 +236,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     )
     if np.array_equal(params, model.init_params()):
         print("this is the paper's initial model (seed 12345): it has not been trained")
+    elif np.array_equal(params, model.init_params(scheme="scaled")):
+        print("this is a new fleet's scaled initial model (seed 12345): it has not been trained")
     return 0
 
 
@@ -240,8 +269,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be 0..{MAX_SEED}, got {args.seed}")
     _writable(args.out, "--out")
-    _save(model.init_params(args.seed), args.out)
-    print(f"wrote {args.out} ({model.MODEL_BYTES} bytes, seed {args.seed})")
+    _save(model.init_params(args.seed, args.scheme), args.out)
+    print(f"wrote {args.out} ({model.MODEL_BYTES} bytes, seed {args.seed}, {args.scheme} init)")
     return 0
 
 

@@ -41,7 +41,9 @@ range:
   ``transport`` / ``firmware`` / ``board_id`` / ``boot_id`` at most 128, free text such as
   ``reason`` at most 500, ``global_sha256`` empty or 64 hex digits; enumerations (``state``,
   ``outcome``) are checked; nested lists are checked element by element;
-* model parameters are exactly 10,467 finite float32 values whose SHA-256 matches.
+* ``arch`` names a known model family (:mod:`tinyfed.model.families`; docs/learning.md's
+  table), and the parameters are exactly that family's count of finite float32 values
+  (10,467 for ``fc650-16-3-sigmoid-v1``, 195 for ``dscnn64-head-v1``) whose SHA-256 matches.
 
 Unknown fields are ignored (a newer publisher may add some); optional fields may be absent.
 
@@ -62,6 +64,8 @@ from typing import Any, cast, get_args
 import msgpack
 
 from tinyfed import model
+from tinyfed.errors import ModelError
+from tinyfed.model import families
 from tinyfed.mqtt.fields import (
     _SHA256,
     DEFAULT_PREFIX as DEFAULT_PREFIX,
@@ -137,9 +141,17 @@ def _classes(f: _Fields) -> tuple[str, ...]:
     )
 
 
+def _model_bytes(arch: str, params: model.F32, what: str) -> bytes:
+    """The parameters' bytes, checked against the family ``arch`` names (ContractError if not)."""
+    try:
+        return families.by_arch(arch).to_bytes(params)
+    except ModelError as exc:
+        raise ContractError(f"{what}: {exc}") from exc
+
+
 def encode_global(g: GlobalModel) -> bytes:
-    """msgpack payload of the retained global model."""
-    data = model.to_bytes(g.params)
+    """msgpack payload of the retained global model (``params`` of the family of ``arch``)."""
+    data = _model_bytes(g.arch, g.params, "global model")
     packed: bytes = msgpack.packb(
         {
             "v": FORMAT_VERSION,
@@ -160,20 +172,21 @@ def encode_global(g: GlobalModel) -> bytes:
 def decode_global(payload: bytes) -> GlobalModel:
     """Parse and validate a global model payload."""
     f = _unpack(payload, "global model")
+    arch = f.text("arch", lo=1, hi=MAX_LABEL_TEXT)
     return GlobalModel(
         round=f.integer("round"),
-        arch=f.text("arch", lo=1, hi=MAX_LABEL_TEXT),
+        arch=arch,
         pipeline=f.text("pipeline", lo=1, hi=MAX_LABEL_TEXT),
         hyper=_hyper(f.sub("hyper")),
         created=f.number("created"),
-        params=_params(f),
+        params=_params(f, arch),
         classes=_classes(f),
     )
 
 
 def encode_update(u: ModelUpdate) -> bytes:
-    """msgpack payload of a worker's model update."""
-    data = model.to_bytes(u.params)
+    """msgpack payload of a worker's model update (``params`` of the family of ``arch``)."""
+    data = _model_bytes(u.arch, u.params, "model update")
     packed: bytes = msgpack.packb(
         {
             "v": FORMAT_VERSION,
@@ -199,18 +212,19 @@ def decode_update(payload: bytes) -> ModelUpdate:
     worker = f.worker("worker")
     upload_id = f.upload_id()
     loss = f.sub("loss")
+    arch = f.text("arch", lo=1, hi=MAX_LABEL_TEXT)
     return ModelUpdate(
         worker_id=worker,
         base_round=f.integer("base_round"),
         local_steps=f.integer("local_steps"),
         upload_id=upload_id,
-        arch=f.text("arch", lo=1, hi=MAX_LABEL_TEXT),
+        arch=arch,
         pipeline=f.text("pipeline", lo=1, hi=MAX_LABEL_TEXT),
         loss=LossSummary(
             count=loss.integer("count"), mean=loss.opt_number("mean"), last=loss.opt_number("last")
         ),
         created=f.number("created"),
-        params=_params(f),
+        params=_params(f, arch),
     )
 
 

@@ -18,6 +18,7 @@ import msgpack
 
 from tinyfed import model
 from tinyfed.errors import ModelError, TinyfedError
+from tinyfed.model import families
 
 FORMAT_VERSION = 1  #: version of every payload below; bumped on any incompatible change
 DEFAULT_PREFIX = "tinyfed"
@@ -271,7 +272,12 @@ def _check_version(obj: dict[Any, Any], what: str) -> None:
         raise ContractError(f"{what}: format version {_show(version)}, expected {FORMAT_VERSION}")
 
 
-def _params(f: _Fields) -> model.F32:
+def _params(f: _Fields, arch: str) -> model.F32:
+    """The ``params`` field checked against the family that ``arch`` names."""
+    try:
+        family = families.by_arch(arch)
+    except ModelError as exc:
+        raise ContractError(f"{f.what}: field 'arch': {exc}") from None
     raw = f.get("params")
     if not isinstance(raw, bytes):
         raise ContractError(f"{f.what}: field 'params' has type {type(raw).__name__}")
@@ -279,7 +285,7 @@ def _params(f: _Fields) -> model.F32:
     if hashlib.sha256(raw).hexdigest() != sha.lower():
         raise ContractError(f"{f.what}: sha256 does not match the parameters (corrupted payload)")
     try:
-        return model.from_bytes(raw)
+        return family.from_bytes(raw)
     except ModelError as exc:
         raise ContractError(f"{f.what}: {exc}") from exc
 

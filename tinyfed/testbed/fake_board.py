@@ -20,6 +20,14 @@ frame the codec rejects. A labelled FEATURES sample trains one step of the refer
 (:class:`tinyfed.model.Trainer`) and sends LOSS; an unlabelled one sends INFER. AUDIO samples
 are acknowledged but not computed (no MFCC here). There are no buttons, LEDs or timers.
 
+Both model families (:mod:`tinyfed.model.families`): ``FakeBoard(family="dscnn")`` reports arch
+2 and pipeline ``logmel40`` in its HELLO, holds a 195-float head (zeros at boot, 780-byte
+transfers) and takes FEATURES samples as the firmware does for that family: the extractor's
+2,000-byte int8 input. It has no extractor weights, so its **embedding is a stand-in**: the
+dequantised input (``q / 16``) averaged over 64 fixed strided groups (``x[c::64]``); on that
+embedding it trains the reference head exactly (:func:`tinyfed.model.dscnn.head.sgd_step`,
+one step per sample, no replay store) and reports the head's probabilities in LOSS and INFER.
+
 Faults: ``fault(direction, frame_type, index, wire) -> wire`` sees every frame in both
 directions (``"to_board"``, ``"to_host"``; ``index`` counts frames of that type and direction
 from 1) and returns the bytes to deliver: ``b""`` drops the frame, changed bytes corrupt it.
@@ -32,23 +40,37 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from tinyfed import model
 from tinyfed.link import frame, messages, spec
 from tinyfed.link.frame import Frame, FrameError
 from tinyfed.link.spec import ErrorCode, MsgType, Source, State, XferTarget
 from tinyfed.link.transports.base import Transport, TransportError
+from tinyfed.model import families
+from tinyfed.model.dscnn import head
 
 #: ``fault(direction, frame_type, index_of_that_type, wire) -> wire`` (``b""`` drops it).
 Fault = Callable[[str, int, int, bytes], bytes]
 
 N_FEATURES = 650
 N_AUDIO = 16_000
+DSCNN_INPUT_BYTES = 50 * 40  #: the dscnn family's host sample: the int8 extractor input
 TARGET_SIZES = {
     XferTarget.MODEL: model.MODEL_BYTES,
     XferTarget.FEATURES: N_FEATURES * 4,
     XferTarget.AUDIO: N_AUDIO * 2,
 }
+PIPELINE_OF = {"paper": spec.PipelineId.CENTROID, "dscnn": spec.PipelineId.LOGMEL40}
+
+
+def stand_in_embedding(q: npt.NDArray[np.int8]) -> model.F32:
+    """The fake dscnn board's embedding of an int8 input (see the module docstring)."""
+    x = q.reshape(-1).astype(np.float32) / np.float32(16)
+    e = [x[c :: head.EMBED].mean(dtype=np.float32) for c in range(head.EMBED)]
+    return np.asarray(e, np.float32)
+
+
 COMMANDS = frozenset(t for t in MsgType if t < MsgType.HELLO)
 
 
@@ -59,6 +81,7 @@ class FakeBoard(Transport):
         window: chunks per acknowledgement the board advertises in HELLO.
         fault: see the module docstring; None delivers every frame unchanged.
         board_id: the 8-byte board id of its HELLO.
+        family: the model family it runs (``paper`` or ``dscnn``).
     """
 
     url = "fake://board"
@@ -69,7 +92,13 @@ class FakeBoard(Transport):
         window: int = spec.DEFAULT_WINDOW,
         fault: Fault | None = None,
         board_id: bytes = bytes.fromhex("74696e7966656401"),
+        family: str = "paper",
     ) -> None:
+        self.family = families.by_name(family)
+        self.sizes = dict(TARGET_SIZES)
+        self.sizes[XferTarget.MODEL] = self.family.model_bytes
+        if self.family is families.DSCNN:
+            self.sizes[XferTarget.FEATURES] = DSCNN_INPUT_BYTES
         self.window = window
         self.fault = fault
         self.board_id = board_id
@@ -88,14 +117,16 @@ class FakeBoard(Transport):
 
     def _boot(self) -> None:
         self.boot_id += 1
-        self.params = model.init_params()
+        # the firmware's boot model: the paper's seeded one, or a zero head
+        paper = self.family is families.PAPER
+        self.params = model.init_params() if paper else self.family.init()
         self.model_round = 0
         self.steps_since_global = 0
         self.total_steps = 0
-        self.lr = float(model.DEFAULT_LR)
-        self.momentum = float(model.DEFAULT_MOMENTUM)
+        self.lr = float(self.family.lr)
+        self.momentum = float(self.family.momentum)
         self.local_steps = 10
-        self.velocity = np.zeros(model.N_PARAMS, np.float32)
+        self.velocity = np.zeros(self.family.n_params, np.float32)
         self._xfer: _Transfer | None = None
 
     # -- Transport -------------------------------------------------------------------------
@@ -188,6 +219,17 @@ class FakeBoard(Transport):
         handler = getattr(self, "_on_" + MsgType(f.type).name.lower())
         handler(f, message)
 
+    def press(self, features: npt.ArrayLike, label: int) -> None:
+        """A user's training step on the board itself (a button press): trains one step on
+        ``features`` (the family's sample: 650 float32, or 2,000 int8 for dscnn) and sends
+        LOSS, as a step the host asked for does."""
+        if not 0 <= label < model.N_OUTPUTS:
+            raise ValueError(f"label {label} outside 0..{model.N_OUTPUTS - 1}")
+        if self.family is families.DSCNN:
+            self._compute_head(np.asarray(features).astype(np.int8).ravel(), label)
+        else:
+            self._compute(np.asarray(features, np.float32).ravel(), label)
+
     def _on_hello_req(self, f: Frame, m: messages.HelloReq) -> None:
         self._hello()
 
@@ -198,8 +240,8 @@ class FakeBoard(Transport):
                 boot_id=self.boot_id,
                 board_id=self.board_id,
                 fw_version=(0, 1, 0),
-                arch=int(spec.ArchId.FC650_16_3),
-                pipeline=int(spec.PipelineId.CENTROID),
+                arch=self.family.arch_id,
+                pipeline=int(PIPELINE_OF[self.family.name]),
                 lr=self.lr,
                 momentum=self.momentum,
                 local_steps=self.local_steps,
@@ -227,7 +269,7 @@ class FakeBoard(Transport):
             self._error(f, ErrorCode.BAD_ARGUMENT, f"unknown transfer target {target}")
             return
         kind = XferTarget(target)
-        if total != TARGET_SIZES[kind]:
+        if total != self.sizes[kind]:
             self._error(f, ErrorCode.BAD_ARGUMENT, f"{kind.name} of {total} bytes")
             return
         if kind != XferTarget.MODEL and meta >= model.N_OUTPUTS and meta != spec.NO_CLASS:
@@ -286,18 +328,22 @@ class FakeBoard(Transport):
         if crc != x.crc32:
             self._error(f, ErrorCode.CHECKSUM, f"CRC-32 {crc:08x}, expected {x.crc32:08x}")
             return
-        if x.target in (XferTarget.MODEL, XferTarget.FEATURES):
+        floats = self.family is families.PAPER or x.target == XferTarget.MODEL
+        if floats and x.target in (XferTarget.MODEL, XferTarget.FEATURES):
             values = np.frombuffer(data, "<f4")
             if not np.all(np.isfinite(values)):
                 self._error(f, ErrorCode.NON_FINITE, "a value is not finite; discarded")
                 return
         if x.target == XferTarget.MODEL:
-            self.params = model.from_bytes(data)
+            self.params = self.family.from_bytes(data).copy()
             self.velocity[:] = 0
             self.model_round = x.meta
             self.steps_since_global = 0
             self.models_applied += 1
             self._ack(f)
+        elif x.target == XferTarget.FEATURES and self.family is families.DSCNN:
+            self._ack(f)
+            self._compute_head(np.frombuffer(data, np.int8), x.meta)
         elif x.target == XferTarget.FEATURES:
             self._ack(f)
             self._compute(np.frombuffer(data, "<f4").astype(np.float32), x.meta)
@@ -336,6 +382,35 @@ class FakeBoard(Transport):
             )
         )
 
+    def _compute_head(self, q: npt.NDArray[np.int8], label: int) -> None:
+        e = stand_in_embedding(q)
+        if label == spec.NO_CLASS:
+            p = head.probabilities(self.params, e)
+            best = head.decide(p)
+            self._send(
+                messages.Infer(
+                    outputs=_three(p),
+                    prediction=spec.NO_CLASS if best is None else best,
+                    source=int(Source.HOST),
+                )
+            )
+            return
+        before = head.probabilities(self.params, e)
+        loss = head.sgd_step(self.params, e, label, self.lr)
+        self.total_steps += 1
+        self.steps_since_global += 1
+        self._send(
+            messages.Loss(
+                step=self.total_steps,
+                loss=loss,
+                label=label,
+                outputs=_three(before),
+                model_round=self.model_round,
+                steps_since_global=self.steps_since_global,
+                source=int(Source.HOST),
+            )
+        )
+
     def _on_xfer_abort(self, f: Frame, m: messages.XferAbort) -> None:
         self._xfer = None
         self._ack(f)  # idempotent: aborting nothing is fine
@@ -344,7 +419,7 @@ class FakeBoard(Transport):
         self._send(
             messages.ModelInfo(
                 ref_seq=f.seq,
-                total_len=model.MODEL_BYTES,
+                total_len=self.family.model_bytes,
                 crc32=model.crc32(self.params),
                 model_round=self.model_round,
                 steps_since_global=self.steps_since_global,
@@ -354,10 +429,10 @@ class FakeBoard(Transport):
 
     def _on_read(self, f: Frame, m: messages.Read) -> None:
         offset, count = m.offset, m.count
-        if count == 0 or offset >= model.MODEL_BYTES:
+        if count == 0 or offset >= self.family.model_bytes:
             self._error(f, ErrorCode.BAD_ARGUMENT, f"READ of {count} chunks at {offset}")
             return
-        data = model.to_bytes(self.params)
+        data = self.family.to_bytes(self.params)
         for _ in range(count):
             if offset >= len(data):
                 break

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 PACKAGED = Path(__file__).parent / "firmware"
 BINARY_IN_TREE = Path("build") / "host" / "tinyfed-virtual-board"  #: what ``make host`` builds
 PIPELINES = ("paper", "centroid")  #: the feature pipelines the firmware implements (ids 1, 2)
+FAMILIES = ("paper", "dscnn")  #: the model families the firmware implements (docs/learning.md)
 START_TIMEOUT = 10.0  #: seconds to wait for the ``PTY <path>`` line
 STOP_TIMEOUT = 5.0  #: seconds to wait after SIGTERM before SIGKILL
 
@@ -145,7 +146,10 @@ class VirtualBoard:
         script: a script of button presses (``press D2 clip.wav``, ``wait MS``, ``pace MS``,
             ``hold MS``); None for a board nobody presses.
         board_id: 8 bytes or 16 hex digits; random if None. Kept across :meth:`restart`.
-        pipeline: feature pipeline, ``"paper"`` or ``"centroid"``.
+        pipeline: feature pipeline, ``"paper"`` or ``"centroid"`` (the paper's family); the
+            ``dscnn`` family computes ``"logmel40"`` only, whatever is given here.
+        family: ``"paper"`` (the 650-16-3 network) or ``"dscnn"`` (the frozen extractor in
+            the board's flash and a head trained on the board; docs/learning.md).
         extra_args: more command-line options (``--seed``, ``--lr``, ``--record-ms``...).
         binary: the executable; :func:`build_virtual_board`'s output if None (not rebuilt).
         workdir: folder for the log, stderr and the port symlink; a temporary one if None
@@ -161,9 +165,15 @@ class VirtualBoard:
         *,
         binary: Path | None = None,
         workdir: Path | None = None,
+        family: str = "paper",
     ) -> None:
-        if pipeline not in PIPELINES:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family {family!r}; valid: {', '.join(FAMILIES)}")
+        if family == "dscnn":
+            pipeline = "logmel40"
+        elif pipeline not in PIPELINES:
             raise ValueError(f"unknown pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
+        self.family = family
         self.script = Path(script) if script is not None else None
         self.board_id = _board_id_hex(board_id)
         self.pipeline = pipeline
@@ -214,6 +224,8 @@ class VirtualBoard:
             self.port,
             "--board-id",
             self.board_id,
+            "--family",
+            self.family,
             "--pipeline",
             self.pipeline,
             "--log",

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "device.h"
+#include "dscnn_weights.h"
 #include "host_hal.h"
 #include "script.h"
 
@@ -44,7 +45,10 @@ const char kUsage[] =
     "identity and model:\n"
     "  --board-id HEX16       8-byte board id, 16 hex digits (default: from pid and time)\n"
     "  --seed N               seed of the fresh model at every boot (default 12345)\n"
-    "  --pipeline NAME        paper | centroid (default centroid)\n"
+    "  --family NAME          paper | dscnn: the paper's network, or the frozen extractor in\n"
+    "                         flash with a head trained here (docs/learning.md; default paper)\n"
+    "  --pipeline NAME        paper | centroid (default centroid) for the paper's family;\n"
+    "                         logmel40 (implied) for dscnn\n"
     "  --lr X                 learning rate at boot, (0, 10] (default 0.3)\n"
     "  --momentum X           momentum at boot, [0, 1) (default 0.9)\n"
     "  --local-steps N        local steps per round at boot, >= 1 (default 10)\n"
@@ -56,6 +60,11 @@ const char kUsage[] =
     "  --log FILE             LED, state and event log, one line each\n"
     "  --verbose              all log lines on stderr too (default: warnings and errors)\n"
     "  --help                 this text\n";
+
+// The released extractor, in flash (core/dscnn_weights.*, generated from the pre-trained model).
+const tinyfed::DscnnWeights kExtractor = tinyfed::dscnn_weights_from(
+    tinyfed::dscnn_weights::kLayer, tinyfed::dscnn_weights::kEmbedA,
+    tinyfed::dscnn_weights::kEmbedB);
 
 int usage_error(const std::string& what) {
   fprintf(stderr, "tinyfed-virtual-board: %s\n(see --help)\n", what.c_str());
@@ -155,14 +164,27 @@ int main(int argc, char** argv) {
       have_board_id = true;
     } else if (a == "--seed") {
       if (!value(&v) || !parse_u32(v, &config.seed)) return usage_error("--seed needs 0..2^32-1");
+    } else if (a == "--family") {
+      if (!value(&v)) return usage_error("--family needs paper or dscnn");
+      if (strcmp(v, "dscnn") == 0) {
+        config.arch = tinyfed::link::ArchId::kDscnnHead;
+        config.pipeline = tinyfed::link::PipelineId::kLogmel40;
+        config.extractor = &kExtractor;
+      } else if (strcmp(v, "paper") != 0) {
+        return usage_error(std::string("unknown family '") + v + "'; valid: dscnn, paper");
+      }
     } else if (a == "--pipeline") {
-      if (!value(&v)) return usage_error("--pipeline needs paper or centroid");
+      if (!value(&v)) return usage_error("--pipeline needs paper, centroid or logmel40");
       if (strcmp(v, "paper") == 0) {
         config.pipeline = tinyfed::link::PipelineId::kPaper;
       } else if (strcmp(v, "centroid") == 0) {
         config.pipeline = tinyfed::link::PipelineId::kCentroid;
       } else {
-        return usage_error(std::string("unknown pipeline '") + v + "'; valid: centroid, paper");
+        if (strcmp(v, "logmel40") != 0) {
+          return usage_error(std::string("unknown pipeline '") + v +
+                             "'; valid: centroid, logmel40, paper");
+        }
+        config.pipeline = tinyfed::link::PipelineId::kLogmel40;
       }
     } else if (a == "--lr") {
       if (!value(&v) || !parse_float(v, &config.lr) || !(config.lr > 0.0f) ||
@@ -187,6 +209,12 @@ int main(int argc, char** argv) {
     } else {
       return usage_error("unknown option '" + a + "'");
     }
+  }
+
+  const bool dscnn = config.arch == tinyfed::link::ArchId::kDscnnHead;
+  if (dscnn != (config.pipeline == tinyfed::link::PipelineId::kLogmel40)) {
+    return usage_error(dscnn ? "--family dscnn computes --pipeline logmel40 only"
+                             : "--pipeline logmel40 needs --family dscnn");
   }
 
   tinyfed::host::Script script;
@@ -264,6 +292,15 @@ int main(int argc, char** argv) {
   tinyfed::host::ScriptedUser user(script_path.empty() ? nullptr : &script);
   bool script_reported = false;
 
+  // What the real board reports at boot, for this board: its microphone is the script's WAV
+  // clips (or silence without a script), its buttons the script's presses.
+  char boot_report[160];
+  snprintf(boot_report, sizeof boot_report,
+           "board: virtual; microphone ok (%s, %u ms recordings); buttons scripted; family %s",
+           script_path.empty() ? "no script: silence" : "the script's WAV clips",
+           static_cast<unsigned>(record_ms),
+           config.arch == tinyfed::link::ArchId::kDscnnHead ? "dscnn" : "paper");
+  uint32_t hellos_seen = device.hello_requests();
   while (!g_stop) {
     hal.flush_tx();
     pollfd pfd;
@@ -279,6 +316,11 @@ int main(int argc, char** argv) {
     else poll(nullptr, 0, wait_ms);
     user.poll(hal, device);
     device.poll();
+    if (device.hello_requests() != hellos_seen) {
+      // The board's boot report (README, hardware checklist) follows a new host's HELLO.
+      hellos_seen = device.hello_requests();
+      device.report(LogLevel::kInfo, boot_report);
+    }
     if (!use_pty && hal.link_eof()) break;  // stdin closed: the peer is gone
     if (!script_reported && !script_path.empty() && user.done() &&
         device.state() == tinyfed::link::State::kIdle) {

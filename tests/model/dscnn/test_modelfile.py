@@ -21,6 +21,12 @@ def test_round_trip_keeps_every_field(extractor: Extractor, tmp_path: Path) -> N
     assert manifest["corpus"] == "test"
     assert manifest["bytes"] == 28_272
     assert manifest["arch"] == "dscnn64-head-v1"
+    assert manifest["sizes"] == {
+        "int8_weights": 5 * 576 + 4 * 4096,
+        "int32_biases": 9 * 64,
+        "embedding": 64,
+        "macs_per_utterance": 2_717_440,
+    }
     assert int(manifest["crc32"], 16) == modelfile.crc32(path.read_bytes())
     for a, b in zip(extractor.layers, loaded.layers, strict=True):
         for field in ("name", "kind", "stride", "in_zp", "out_zp", "in_scale", "out_scale"):

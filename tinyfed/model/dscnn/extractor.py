@@ -57,6 +57,10 @@ OUTPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "pool": (CHANNELS,),
 }
 
+#: Multiply-accumulates per utterance: conv0 25*20*64*9, ds1.dw 13*10*64*9, 4 pointwise
+#: 130*64*64, ds2..ds4.dw 130*64*9 each: 2,717,440 ("about 2.7 M", docs/learning.md).
+MACS = 25 * 20 * CHANNELS * 9 + 4 * 130 * CHANNELS * CHANNELS + 4 * 130 * CHANNELS * 9
+
 
 def weight_shape(kind: str) -> tuple[int, ...]:
     """The int8 weight array of a layer kind: conv/dw ``[64, 3, 3]`` (out, kh, kw), pw

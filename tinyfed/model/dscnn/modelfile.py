@@ -29,7 +29,8 @@ N       int8[N]                     weights: conv0 and ``dsI.dw`` ``[64][3][3]``
 
 28,272 bytes in all (:data:`FILE_BYTES`). ``NAME.json`` is the manifest: ``format``
 (``tinyfed-dscnn-extractor``), ``version``, ``arch`` (``dscnn64-head-v1``), ``bytes`` and
-``crc32`` (IEEE, as zlib, of ``NAME.bin``), plus what the producer adds (corpus, seed,
+``crc32`` (IEEE, as zlib, of ``NAME.bin``), ``sizes`` (weight, bias and embedding counts, the
+multiply-accumulates per utterance), plus what the producer adds (corpus, seed,
 accuracy, ...). :func:`load` checks the size, the CRC and the version against both files.
 """
 
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from tinyfed.errors import ModelError
-from tinyfed.model.dscnn.extractor import CHANNELS, LAYERS, Extractor, Layer, weight_shape
+from tinyfed.model.dscnn.extractor import CHANNELS, LAYERS, MACS, Extractor, Layer, weight_shape
 
 MAGIC = b"TFDX"  #: first four bytes of an extractor file
 VERSION = 1  #: format version; a reader refuses any other
@@ -149,10 +150,16 @@ def crc32(data: bytes) -> int:
 def manifest_of(data: bytes, extra: dict[str, Any]) -> dict[str, Any]:
     """The manifest of ``NAME.bin`` bytes: the fixed keys, then ``extra``'s."""
     fixed = {"format": FORMAT, "version": VERSION, "arch": ARCH}
-    clash = sorted(set(extra) & {*fixed, "bytes", "crc32"})
+    clash = sorted(set(extra) & {*fixed, "bytes", "crc32", "sizes"})
     if clash:
         raise ModelError(f"manifest keys {clash} are written by save() itself")
-    return {**fixed, "bytes": len(data), "crc32": f"{crc32(data):08x}", **extra}
+    sizes = {
+        "int8_weights": sum(_weight_count(kind) for _, kind, _ in LAYERS),
+        "int32_biases": sum(CHANNELS for _, kind, _ in LAYERS if kind != "pool"),
+        "embedding": CHANNELS,
+        "macs_per_utterance": MACS,
+    }
+    return {**fixed, "bytes": len(data), "crc32": f"{crc32(data):08x}", "sizes": sizes, **extra}
 
 
 def save(extractor: Extractor, path: str | Path, manifest: dict[str, Any]) -> Path:
