@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "tinyfed.link": LIBRARY,
     "tinyfed.features": LIBRARY,
     "tinyfed.model": LIBRARY,
+    "tinyfed.pretrain": COMPOSITION,  # tinyfed pretrain: corpus (data) + training + export (model)
     "tinyfed.data": LIBRARY,
     "tinyfed.aggregator": SERVICES,
     "tinyfed.gateway": SERVICES,

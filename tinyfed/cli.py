@@ -26,6 +26,7 @@ from tinyfed.fleet import cli as fleet_cli
 from tinyfed.gateway import cli as gateway_cli
 from tinyfed.help import HelpFormatter
 from tinyfed.model import cli as model_cli
+from tinyfed.pretrain import cli as pretrain_cli
 
 
 class CommandModule(Protocol):
@@ -45,6 +46,7 @@ COMMAND_MODULES: tuple[CommandModule, ...] = (
     data_cli,
     features_cli,
     model_cli,
+    pretrain_cli,
     experiments_cli,
     fleet_cli,
     aggregator_cli,
