@@ -65,9 +65,19 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=Path("runs/corpus"),
         help="where synthesized corpora are cached",
     )
-    p.add_argument("--per-word", type=int, default=300, help="clips per class to synthesize")
+    p.add_argument(
+        "--per-word",
+        type=int,
+        default=300,
+        help="clips per class to synthesize (fewshot: of the espeak-ng corpus; --quick: 60)",
+    )
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
-    p.add_argument("--repeats", type=int, default=5, help="speaking orders to average over")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="speaking orders to average over (fewshot: draws of training clips; --quick: 1)",
+    )
     p.add_argument(
         "--ceiling-epochs", type=int, default=30, help="epochs of the offline ceiling run"
     )

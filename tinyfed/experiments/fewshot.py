@@ -551,7 +551,8 @@ def command(args: argparse.Namespace) -> int:
     """Run ``tinyfed experiment fewshot`` (parsed by :mod:`tinyfed.experiments.cli`)."""
     if args.repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
-    scale = QUICK if args.quick else Scale(**{**asdict(FULL), "repeats": args.repeats})
+    full = {**asdict(FULL), "repeats": args.repeats, "espeak_per_word": args.per_word}
+    scale = QUICK if args.quick else Scale(**full)
     names = [n.strip() for n in args.families.split(",") if n.strip()]
     if not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
