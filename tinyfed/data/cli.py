@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from tinyfed.data import edge_impulse, synth
+from tinyfed.data import edge_impulse, festival, synth
 from tinyfed.data.dataset import BACKGROUND_NOISE_DIR, Dataset, load, which_set
 from tinyfed.data.synth import (
     CLASSES_FILE,
@@ -61,6 +61,9 @@ examples:
   tinyfed data synth --words vermell,verd,blau --languages ca --seed 7 --out colours/
   # a quick small corpus
   tinyfed data synth --words sí,no --per-word 10 --out /tmp/tiny
+  # the same words from another synthesizer (Festival's Catalan, English and Italian voices,
+  # two pitches each), for checks on speech no espeak-ng voice made
+  tinyfed data synth --engine festival --words vermell,verd,blau --out colours-festival/
 """
 
 INFO_EPILOG = """\
@@ -111,14 +114,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=_Formatter,
     )
     p.add_argument("--words", required=True, help="comma-separated keywords, in label order")
+    p.add_argument(
+        "--engine",
+        choices=("espeak-ng", festival.ENGINE),
+        default="espeak-ng",
+        help="the synthesizer; festival makes a corpus for held-out checks (docs/data.md)",
+    )
+    p.add_argument(
+        "--voices",
+        default="all",
+        help="festival only: comma-separated voices of "
+        + ", ".join(v.name for v in festival.VOICES)
+        + "; 'all' means every installed one",
+    )
     p.add_argument("--silence", action="store_true", help="add a _silence class of noise clips")
     p.add_argument("--out", required=True, type=Path, help="the corpus folder to create")
     p.add_argument("--per-word", type=int, default=synth.DEFAULT_PER_WORD, help="clips per class")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes")
     p.add_argument(
         "--languages",
-        default=",".join(synth.DEFAULT_LANGUAGES),
-        help="espeak-ng languages (see `espeak-ng --voices`)",
+        help="espeak-ng languages (see `espeak-ng --voices`); default "
+        + ",".join(synth.DEFAULT_LANGUAGES),
     )
     p.add_argument(
         "--variants",
@@ -197,20 +213,32 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    languages = synth.DEFAULT_LANGUAGES if args.languages is None else _csv(args.languages)
     config = synth.SynthConfig(
         words=synth.parse_words(args.words),
         out=args.out,
         per_word=synth.check_per_word(args.per_word),
         seed=args.seed,
         silence=args.silence,
-        languages=_csv(args.languages),
+        languages=languages,
         variants=() if args.variants == "all" else _csv(args.variants),
         validation_percent=args.validation_percent,
         testing_percent=args.testing_percent,
         jobs=args.jobs,
         force=args.force,
     )
-    rows = synth.synthesize(config)
+    if args.engine == festival.ENGINE:
+        if args.languages is not None or args.variants != "all":
+            raise UsageError(
+                "--languages and --variants choose espeak-ng voices; with --engine festival "
+                "use --voices (" + ", ".join(v.name for v in festival.VOICES) + ")"
+            )
+        voices = () if args.voices == "all" else _csv(args.voices)
+        rows = festival.synthesize(config, voices)
+    else:
+        if args.voices != "all":
+            raise UsageError("--voices chooses festival voices; add --engine festival")
+        rows = synth.synthesize(config)
     per_split = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
     summary = ", ".join(f"{s} {n}" for s, n in per_split.items())
     print(f"wrote {len(rows)} clips to {args.out} ({summary}); next: tinyfed data info {args.out}")

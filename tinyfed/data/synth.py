@@ -450,13 +450,7 @@ def render(spec: ClipSpec, espeak: str) -> tuple[npt.NDArray[np.int16], dict[str
             word, fit = word[:n], "cut"
         else:
             logger.debug("%s: spoken at %d wpm to fit in 1 s", spec.relpath, speed)
-    word = word * (10 ** (spec.gain_db / 20) / np.max(np.abs(word)))
-    offset = int(spec.offset_frac * (n - len(word) + 1))
-    audio = np.zeros(n)
-    audio[offset : offset + len(word)] = word
-    if spec.snr_db is not None:
-        speech_rms = float(np.sqrt(np.mean(word**2)))
-        audio += make_noise(spec.noise, n, noise_rng) * speech_rms * 10 ** (-spec.snr_db / 20)
+    audio, offset = place(spec, word, noise_rng)
     row.update(
         speed=str(speed),
         pitch=str(spec.pitch),
@@ -465,6 +459,23 @@ def render(spec: ClipSpec, espeak: str) -> tuple[npt.NDArray[np.int16], dict[str
         fit=fit,
     )
     return to_int16(audio), row
+
+
+def place(spec: ClipSpec, word: F64, noise_rng: np.random.Generator) -> tuple[F64, int]:
+    """Scale a trimmed word (at most one second) to its level, place it and add the noise.
+
+    Shared by every engine (:mod:`tinyfed.data.festival` too); returns the second and the
+    sample where the word starts.
+    """
+    n = CLIP_SAMPLES
+    word = word * (10 ** (spec.gain_db / 20) / np.max(np.abs(word)))
+    offset = int(spec.offset_frac * (n - len(word) + 1))
+    audio = np.zeros(n)
+    audio[offset : offset + len(word)] = word
+    if spec.snr_db is not None:
+        speech_rms = float(np.sqrt(np.mean(word**2)))
+        audio += make_noise(spec.noise, n, noise_rng) * speech_rms * 10 ** (-spec.snr_db / 20)
+    return audio, offset
 
 
 # ---------------------------------------------------------------------------------------------

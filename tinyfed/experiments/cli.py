@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tinyfed.experiments import board
+from tinyfed.experiments import board, fewshot
 from tinyfed.features import pipelines
 from tinyfed.help import HelpFormatter
 
@@ -28,13 +28,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "  tinyfed experiment fig6 --out runs/fig6 --per-word 200\n"
         "  tinyfed experiment fig7 --orders 3          # two boards, IID, full stack\n"
         "  tinyfed experiment fig8 --orders 3          # non-IID: FedAvg against FedAvgM\n"
-        "  tinyfed experiment fig5 --full-stack        # one virtual board through the stack",
+        "  tinyfed experiment fig5 --full-stack        # one virtual board through the stack\n"
+        "  tinyfed experiment fewshot                  # accuracy against utterances per word\n"
+        "  tinyfed experiment fewshot --quick --families paper",
         formatter_class=HelpFormatter,
     )
     p.add_argument(
         "name",
-        choices=("fig5", "fig6", "fig7", "fig8"),
-        help="which figure; fig7 and fig8 (two boards) always run through the full stack",
+        choices=("fig5", "fig6", "fig7", "fig8", "fewshot"),
+        help="which figure; fig7 and fig8 (two boards) always run through the full stack; "
+        "fewshot: accuracy against utterances per word, both families (docs/learning.md)",
     )
     p.add_argument(
         "--full-stack",
@@ -62,16 +65,48 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         default=Path("runs/corpus"),
         help="where synthesized corpora are cached",
     )
-    p.add_argument("--per-word", type=int, default=300, help="clips per class to synthesize")
+    p.add_argument(
+        "--per-word",
+        type=int,
+        default=300,
+        help="clips per class to synthesize (fewshot: of the espeak-ng corpus; --quick: 60)",
+    )
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
-    p.add_argument("--repeats", type=int, default=5, help="speaking orders to average over")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="speaking orders to average over (fewshot: draws of training clips; --quick: 1)",
+    )
     p.add_argument(
         "--ceiling-epochs", type=int, default=30, help="epochs of the offline ceiling run"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewshot: small corpora, 3 and 20 utterances, one repeat (well under a minute)",
+    )
+    p.add_argument(
+        "--families", default="paper,dscnn", help="fewshot: model families, comma-separated"
+    )
+    p.add_argument(
+        "--extractor",
+        type=Path,
+        default=fewshot.EXTRACTOR,
+        help="fewshot: the dscnn family's pre-trained extractor (NAME.bin with NAME.json)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=fewshot.THRESHOLD,
+        help="fewshot: the rejection threshold of the decision",
     )
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args: argparse.Namespace) -> int:
+    if args.name == "fewshot":
+        return fewshot.command(args)
     if args.full_stack or args.name not in board.EXPERIMENTS:
         # The fleet (processes, MQTT) is imported only for the runs that need it.
         from tinyfed.experiments import fleet  # noqa: PLC0415
