@@ -56,8 +56,8 @@ model families (docs/learning.md):
   --model dscnn   frozen int8 DS-CNN extractor + a softmax head trained on the boards: only
                   the head moves, 195 float32 (780 bytes), pipeline logmel40, lr 0.01,
                   momentum 0
-  dscnn is the family for new fleets, but the default stays paper until the boards'
-  firmware runs dscnn. A database holds one family: --model must match it.
+  dscnn is the default, as in the boards' firmware; --model paper for the paper's network
+  and its figures. A database holds one family: --model must match it.
   Round 0 is --init MODEL.bin, or else made by --init-scheme: for paper, "scaled"
   (uniform +-sqrt(3/fan_in) weights, zero biases; hidden units start unsaturated) or
   "paper" (the paper's seeded uniform [-0.5, 0.5], for reproductions); for dscnn, zeros.
@@ -122,9 +122,8 @@ def register(subparsers: Any) -> None:
     fam.add_argument(
         "--model",
         choices=tuple(families.FAMILIES),
-        help=f"the fleet's model family (env TINYFED_MODEL; default {settings.DEFAULT_MODEL}: "
-        "dscnn is the target for new fleets, paper stays the default until the firmware runs "
-        "dscnn)",
+        help=f"the fleet's model family (env TINYFED_MODEL; default {settings.DEFAULT_MODEL}, "
+        "as the boards' firmware)",
     )
     fam.add_argument(
         "--init-scheme",

@@ -33,9 +33,9 @@ from tinyfed.mqtt.session import BrokerUrl, parse_broker_url
 DEFAULT_BROKER = "mqtt://localhost:1883"
 DEFAULT_TIMEOUT_S = 600.0  #: a board needs a user to speak 10 words: minutes, not seconds
 DEFAULT_PIPELINE = pipelines.DEFAULT_PIPELINE
-#: ``--model`` without the flag. The target for new fleets is ``dscnn`` (docs/learning.md), but
-#: until the boards' firmware runs that family the default stays the paper's network.
-DEFAULT_MODEL = "paper"
+#: ``--model`` without the flag: new fleets run ``dscnn``, as the boards' firmware does by
+#: default (docs/learning.md); ``--model paper`` for the paper's network and its figures.
+DEFAULT_MODEL = "dscnn"
 #: Each update's distance from the global model is clipped to the round's median distance:
 #: one poisoned worker then pulls no harder than a typical one (see docs/aggregator.md).
 DEFAULT_CLIP = "median"

@@ -166,7 +166,10 @@ class Worker:
 
 
 def flags(url: str, fleet: str, db: Path | str, *extra: str) -> list[str]:
-    return ["aggregator", "--broker", url, "--fleet", fleet, "--db", str(db), *extra]
+    """An aggregator of the paper family's fleet: these tests exchange its 10,467-float models
+    (the default family, dscnn, has tests of its own: test_families_service.py)."""
+    model = [] if "--model" in extra else ["--model", "paper"]
+    return ["aggregator", "--broker", url, "--fleet", fleet, "--db", str(db), *model, *extra]
 
 
 @contextmanager

@@ -40,7 +40,8 @@ aggregator averages and publishes the global model, the gateways push it back.
 The dashboard shows each board's loss curve (a tick at every averaging), the round progress,
 and the held-out accuracy of the global model (and of each board's own model) on test voices
 that no board heard. Ctrl-C stops every process it started. At the end, the report folder
-holds global.bin (the final global model, 41,868 bytes in the board's layout), metrics.json
+holds global.bin (the final global model in the board's layout: the dscnn family's 780-byte
+head, or with --model paper the paper's 41,868-byte network), metrics.json
 (per round: participants, loss, held-out accuracy), losses.json, loss.png and accuracy.png.
 """
 
@@ -88,7 +89,7 @@ examples:
 """
 
 
-DEFAULT_MODEL = "paper"  #: the demo's model family (docs/learning.md)
+DEFAULT_MODEL = "dscnn"  #: the demo's model family, the boards' default (docs/learning.md)
 
 REACH_TIMEOUT_S = 5.0  #: how long a broker has to accept a TCP connection before we give up
 
