@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         description=board.__doc__,
         epilog="examples:\n"
         "  tinyfed experiment fig5                      # both pipelines, 5 speaking orders\n"
-        "  tinyfed experiment fig6 --pipeline paper     # the paper's features only\n"
+        "  tinyfed experiment fig6 --model paper --pipeline paper  # exactly the paper\n"
         "  tinyfed experiment fig6 --out runs/fig6 --per-word 200\n"
         "  tinyfed experiment fig7 --orders 3          # two boards, IID, full stack\n"
         "  tinyfed experiment fig8 --orders 3          # non-IID: FedAvg against FedAvgM\n"
@@ -52,6 +52,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument(
         "--orders", type=int, default=1, help="full stack: speaking orders to run (seeds 0..N-1)"
+    )
+    p.add_argument(
+        "--model",
+        choices=("paper",),
+        default="paper",
+        help="fig5-fig8: the model family, the paper's 650-16-3 network (the only one the "
+        "paper's figures have; fewshot compares families with --families)",
     )
     p.add_argument("--out", type=Path, help="output folder (default: runs/NAME)")
     p.add_argument(
