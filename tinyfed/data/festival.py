@@ -207,27 +207,9 @@ def plan(config: SynthConfig, voices: Sequence[FestivalVoice]) -> list[ClipSpec]
                 )
             )
     if config.silence:
-        label = len(config.words)
-        for index, split in enumerate(split_of):
-            rng = _rng(config.seed, SILENCE_CLASS, index, 0)
-            specs.append(
-                ClipSpec(
-                    word=SILENCE_CLASS,
-                    label=label,
-                    index=index,
-                    split=split,
-                    voice=f"noise{index:04d}",
-                    language="",
-                    variant="",
-                    speed=0,
-                    pitch=0,
-                    offset_frac=0.0,
-                    gain_db=round(float(rng.uniform(*synth.SILENCE_LEVEL_DB)), 1),
-                    noise=synth.NOISES[1 + int(rng.integers(len(synth.NOISES) - 1))],
-                    snr_db=None,
-                    seed=config.seed,
-                )
-            )
+        specs += synth.silence_specs(
+            config, split_of, lambda index: _rng(config.seed, SILENCE_CLASS, index, 0)
+        )
     return specs
 
 

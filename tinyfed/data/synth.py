@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -366,27 +366,39 @@ def plan(config: SynthConfig, variants: Sequence[str]) -> list[ClipSpec]:
                 )
             )
     if config.silence:
-        label = len(config.words)
-        for index, split in enumerate(split_of):
-            rng = _rng(config.seed, SILENCE_CLASS, index, 0)
-            specs.append(
-                ClipSpec(
-                    word=SILENCE_CLASS,
-                    label=label,
-                    index=index,
-                    split=split,
-                    voice=f"noise{index:04d}",
-                    language="",
-                    variant="",
-                    speed=0,
-                    pitch=0,
-                    offset_frac=0.0,
-                    gain_db=round(float(rng.uniform(*SILENCE_LEVEL_DB)), 1),
-                    noise=NOISES[1 + int(rng.integers(len(NOISES) - 1))],
-                    snr_db=None,
-                    seed=config.seed,
-                )
+        specs += silence_specs(
+            config, split_of, lambda index: _rng(config.seed, SILENCE_CLASS, index, 0)
+        )
+    return specs
+
+
+def silence_specs(
+    config: SynthConfig, split_of: Sequence[str], rng_of: Callable[[int], np.random.Generator]
+) -> list[ClipSpec]:
+    """The ``_silence`` clips of a corpus (noise only), one per entry of ``split_of``; each
+    clip's level and noise come from ``rng_of(index)`` (every engine seeds its own)."""
+    specs = []
+    label = len(config.words)
+    for index, split in enumerate(split_of):
+        rng = rng_of(index)
+        specs.append(
+            ClipSpec(
+                word=SILENCE_CLASS,
+                label=label,
+                index=index,
+                split=split,
+                voice=f"noise{index:04d}",
+                language="",
+                variant="",
+                speed=0,
+                pitch=0,
+                offset_frac=0.0,
+                gain_db=round(float(rng.uniform(*SILENCE_LEVEL_DB)), 1),
+                noise=NOISES[1 + int(rng.integers(len(NOISES) - 1))],
+                snr_db=None,
+                seed=config.seed,
             )
+        )
     return specs
 
 
