@@ -64,8 +64,9 @@ def test_a_scripted_board_trains_through_two_rounds_of_the_real_aggregator(  # n
         stdout=agg_log,
         stderr=subprocess.STDOUT,
     )
-    board = VirtualBoard(
+    board = VirtualBoard(  # the default family, as compose's virtual boards run it
         script=users / "board-1.txt",
+        family="dscnn",
         binary=binary,
         extra_args=["--record-ms", "50", "--local-steps", "3"],
         workdir=tmp_path / "board",
