@@ -58,7 +58,7 @@ model families (docs/learning.md):
                   momentum 0
   dscnn is the default, as in the boards' firmware; --model paper for the paper's network
   and its figures. A database holds one family: --model must match it.
-  Round 0 is --init MODEL.bin, or else made by --init-scheme: for paper, "scaled"
+  Global model 0 is --init MODEL.bin, or else made by --init-scheme: for paper, "scaled"
   (uniform +-sqrt(3/fan_in) weights, zero biases; hidden units start unsaturated) or
   "paper" (the paper's seeded uniform [-0.5, 0.5], for reproductions); for dscnn, zeros.
 
@@ -128,7 +128,7 @@ def register(subparsers: Any) -> None:
     fam.add_argument(
         "--init-scheme",
         choices=sorted({s for f in families.FAMILIES.values() for s in f.init_schemes}),
-        help="how round 0 is made without --init (default: the family's, scaled for paper, "
+        help="how global model 0 is made without --init (default: the family's, scaled for paper, "
         "zeros for dscnn; 'paper' reproduces the paper's seeded model)",
     )
     strat = p.add_argument_group("strategy")
@@ -149,7 +149,7 @@ def register(subparsers: Any) -> None:
         help="SQLite file (env TINYFED_AGGREGATOR_DB; default tinyfed-aggregator-FLEET.sqlite3)",
     )
     state.add_argument(
-        "--init", metavar="MODEL.bin", help="round-0 model (of the --model family's size)"
+        "--init", metavar="MODEL.bin", help="global model 0 (of the --model family's size)"
     )
     ops = p.add_argument_group("operations")
     ops.add_argument(

@@ -85,7 +85,7 @@ def open_machine(
         store.set_meta(fleet=settings.fleet, pipeline=settings.pipeline, model=family.name)
         store.initialise(first, machine.opening())
         log.info(
-            "new database %s: %s family (%s, %d parameters), round 0 is %s from %s",
+            "new database %s: %s family (%s, %d parameters), global model 0 is %s from %s",
             store.path,
             family.name,
             family.arch,
@@ -116,7 +116,7 @@ def open_machine(
     )
     log.info(
         "resumed round %d attempt %d with %d accepted updates (%s)",
-        machine.round,
+        machine.number,
         machine.attempt,
         len(snapshot.counted),
         ", ".join(machine.reported) or "none yet",

@@ -209,7 +209,7 @@ class RoundMachine:
                     c.participant.upload_id,
                     c.participant.worker_id,
                     exc,
-                    self.round,
+                    self.number,
                 )
         for r in rejected:
             self._note_rejection(r)
@@ -279,8 +279,14 @@ class RoundMachine:
 
     @property
     def round(self) -> int:
-        """The open round (= the round of the global model its workers start from)."""
+        """The global model the open round's workers start from (internal: the store's key)."""
         return self.current.round
+
+    @property
+    def number(self) -> int:
+        """The open round's number, as every payload, log line and report shows it: the
+        global model it will produce (round 1 turns global model 0 into global model 1)."""
+        return self.current.round + 1
 
     @property
     def family(self) -> families.Family:
@@ -362,15 +368,18 @@ class RoundMachine:
     # ------------------------------------------------------------------ rules
 
     def _check(self, u: ModelUpdate, sender: str | None) -> str:
-        r = self.round
+        r = self.number
         if sender is not None and sender != u.worker_id:
             return f"update from worker {u.worker_id!r} was published on the topic of {sender!r}"
         if self.policy.expect is not None and u.worker_id not in self.policy.expect:
             return f"worker {u.worker_id!r} is not one of the expected workers (--expect)"
         if u.upload_id in self._by_upload:
             return f"duplicate upload {u.upload_id!r}: already counted in round {r}"
-        if u.base_round != r:
-            return f"stale update: based on round {u.base_round}, the open round is {r}"
+        if u.base_round != self.round:
+            return (
+                f"stale update: based on global model {u.base_round}, the open round {r} "
+                f"starts from global model {self.round}"
+            )
         if u.worker_id in self._participants:
             first = self._participants[u.worker_id].upload_id
             return f"worker {u.worker_id!r} already counted in round {r} (upload {first!r})"
@@ -395,11 +404,11 @@ class RoundMachine:
         rejection = Rejection(worker_id=worker_id, upload_id=upload_id, reason=reason)
         record = self._note_rejection(rejection)
         if record:
-            log.warning("round %d: rejected %s %s: %s", self.round, worker_id, upload_id, reason)
+            log.warning("round %d: rejected %s %s: %s", self.number, worker_id, upload_id, reason)
         elif self._rejections_by_worker.get(worker_id, 0) % 1000 == 0:
             log.warning(
                 "round %d: %d rejections of %s so far (a flood? only the first %d are stored)",
-                self.round,
+                self.number,
                 self._rejections_by_worker.get(worker_id, 0),
                 worker_id,
                 MAX_RECORDED_REJECTIONS,
@@ -442,7 +451,7 @@ class RoundMachine:
     def _event(self, now: float, outcome: str, sha: str, reason: str) -> RoundEvent:
         metrics, loss_mean = self._summary(now)
         return RoundEvent(
-            round=self.round,
+            round=self.number,
             outcome="closed" if outcome == "closed" else "failed",
             strategy=self.strategy.describe(),
             participants=self.participants,
@@ -485,11 +494,11 @@ class RoundMachine:
             )
             self._note_rejection(Rejection(worker, p.upload_id, reason))
             notes.append(f"{worker} {p.upload_id} {reason}")
-            log.error("round %d: %s %s %s", self.round, worker, p.upload_id, reason)
+            log.error("round %d: %s %s %s", self.number, worker, p.upload_id, reason)
         if result.clipped:
             log.info(
                 "round %d: %d of %d updates clipped to norm %.4g",
-                self.round,
+                self.number,
                 result.clipped,
                 len(self._norms),
                 result.clip or 0.0,
@@ -503,7 +512,7 @@ class RoundMachine:
                     f"trimmed mean trimmed nothing: {n} worker(s) with fraction "
                     f"{s.trim_fraction:g} (it needs at least {need} to drop one at each end)"
                 )
-                log.warning("round %d: %s", self.round, note)
+                log.warning("round %d: %s", self.number, note)
                 notes.append(note)
         self._clip_info = (result.clip, result.clipped)
         return result.params, result.velocity, "; ".join(notes)

@@ -143,7 +143,7 @@ class AggregatorService:
                 s.family.name,
                 s.family.model_bytes,
                 s.strategy.describe(),
-                self.machine.round,
+                self.machine.number,
                 s.db,
             )
             try:
@@ -187,7 +187,7 @@ class AggregatorService:
         self._tick(now)
         self._publish_status_if_due(now)
         m = self.machine
-        self.metrics.progress(m.round, len(m.expected), len(m.reported), self.mqtt.inbox.peak)
+        self.metrics.progress(m.number, len(m.expected), len(m.reported), self.mqtt.inbox.peak)
         if self._prune and now - self._last_message >= PRUNE_IDLE_S and not self.mqtt.inbox:
             self._prune_some()
 
@@ -207,7 +207,7 @@ class AggregatorService:
                 with self.store.batch():
                     self._record(decisions)
         except Exception:
-            log.exception("round %d could not be closed; retrying", self.machine.round)
+            log.exception("round %d could not be closed; retrying", self.machine.number)
             self.machine = open_machine(
                 self.settings, self.store, now, online=frozenset(self.machine.online)
             )
@@ -243,7 +243,7 @@ class AggregatorService:
             machine = self.machine
             log.info(
                 "round %d: accepted %d update(s)%s",
-                accepted[-1],
+                accepted[-1] + 1,
                 len(accepted),
                 f", {len(machine.reported)} of {len(machine.expected)} in"
                 if machine.round == accepted[-1]
@@ -366,7 +366,7 @@ class AggregatorService:
                 self.store.accept(d)
                 log.debug(
                     "round %d: accepted %s upload %s (%d steps, weight %g)",
-                    d.round,
+                    d.round + 1,
                     d.update.worker_id,
                     d.update.upload_id,
                     d.update.local_steps,
@@ -385,14 +385,16 @@ class AggregatorService:
         for d in decisions:
             if isinstance(d, Accepted):
                 u = d.update
-                self._publish_receipt(u.worker_id, u.upload_id, d.round, "accepted", "")
+                self._publish_receipt(u.worker_id, u.upload_id, d.round + 1, "accepted", "")
                 self._status_dirty = True
             elif isinstance(d, Duplicate):
-                self._publish_receipt(d.worker_id, d.upload_id, d.round, "accepted", "")
+                self._publish_receipt(d.worker_id, d.upload_id, d.round + 1, "accepted", "")
             elif isinstance(d, Rejected):
                 r = d.rejection
                 if r.upload_id and self._rejection_receipt_allowed(r.worker_id):
-                    self._publish_receipt(r.worker_id, r.upload_id, d.round, "rejected", r.reason)
+                    self._publish_receipt(
+                        r.worker_id, r.upload_id, d.round + 1, "rejected", r.reason
+                    )
             elif isinstance(d, RoundClosed):
                 self._publish_global(d.event.time)
                 self._publish_round(dataclasses.replace(d.event, metrics=d.metrics))
@@ -425,6 +427,7 @@ class AggregatorService:
     def _publish_receipt(
         self, worker_id: str, upload_id: str, round_: int, outcome: str, reason: str
     ) -> None:
+        """``round_``: the number of the round that judged the upload (1-based, as shown)."""
         try:
             receipt = contract.Receipt(
                 worker_id=worker_id,
@@ -465,7 +468,7 @@ class AggregatorService:
         m = self.machine
         return AggregatorStatus(
             state="online" if state == "online" else "offline",
-            round=m.round,
+            round=m.number,
             attempt=m.attempt,
             strategy=self.settings.strategy.describe(),
             expected=tuple(sorted(m.expected)[: contract.MAX_LISTED]),
@@ -484,7 +487,7 @@ class AggregatorService:
     def _shutdown(self) -> None:
         # The offline status (with the round it stopped at), its PUBACK awaited up to 2 s.
         self.mqtt.close(offline=contract.encode_aggregator_status(self._status("offline")))
-        log.info("aggregator stopped at round %d", self.machine.round)
+        log.info("aggregator stopped at round %d", self.machine.number)
 
 
 def run(settings: Settings, stop: threading.Event) -> int:

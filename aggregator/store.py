@@ -293,13 +293,13 @@ class Store:
                 json.dumps(list(e.dropped)),
                 e.reason,
                 e.global_sha256,
-                e.round,
+                e.round - 1,  # rows are keyed by the global model the round starts from
                 d.attempt,
             ),
         )
         db.executemany(
             "INSERT INTO metrics (round, attempt, name, value) VALUES (?, ?, ?, ?)",
-            [(e.round, d.attempt, k, v) for k, v in d.metrics.items()],
+            [(e.round - 1, d.attempt, k, v) for k, v in d.metrics.items()],
         )
         self._open(db, d.next)
 

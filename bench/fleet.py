@@ -105,7 +105,7 @@ class _Watch:
             elif msg.topic == self.topics.rounds:
                 e = contract.decode_round_event(bytes(msg.payload))
                 if e.outcome == "closed":
-                    self.events[e.round] = e
+                    self.events[e.round - 1] = e  # by the global model it started from
             self.cond.notify_all()
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ def test_metrics_count_a_round_its_updates_and_rejections(
     assert m[("tinyfed_aggregator_updates_total", (("outcome", "accepted"),))] == 1
     assert m[("tinyfed_aggregator_updates_total", (("outcome", "rejected"),))] == 1
     assert m[("tinyfed_aggregator_rejections_total", (("kind", "malformed"),))] == 1
-    assert m[("tinyfed_aggregator_round", ())] == 1
+    assert m[("tinyfed_aggregator_round", ())] == 2  # round 1 closed: round 2 is open
     assert m[("tinyfed_aggregator_round_participants", ())] == 1
     assert m[("tinyfed_aggregator_round_duration_seconds_count", ())] == 1
     assert m[("tinyfed_aggregator_update_norm_count", ())] == 1

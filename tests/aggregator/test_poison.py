@@ -101,7 +101,7 @@ def test_each_poison_message_is_rejected_and_the_next_round_closes(
         pb = perturbed(2)
         b.send(b.update(pb, upload="b-honest"))
         g1 = observer.global_model(1)
-        first = observer.round_event(0)
+        first = observer.round_event(1)
         # the next round closes normally
         pa2, pb2, pc2 = perturbed(3), perturbed(4), perturbed(5)
         a.send(a.update(pa2, base=1, upload="a-r1"))
@@ -166,7 +166,7 @@ def test_a_fuzzed_stream_never_stops_the_service(
         a.send(a.update(pa))
         b.send(b.update(pb, upload="b-honest"))
         g1 = observer.global_model(1)
-        event = observer.round_event(0)
+        event = observer.round_event(1)
         poisoned = svc.poisoned
     observer.close()
     a.close()

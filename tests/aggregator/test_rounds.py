@@ -216,8 +216,9 @@ def test_stale_update_is_rejected_naming_both_rounds() -> None:
     decisions = m.update_received(update("a", 1.0, base=3), T0 + 1)
     # Assert
     rejected = only(decisions, Rejected)[0].rejection
-    assert "based on round 3" in rejected.reason
-    assert "open round is 0" in rejected.reason
+    assert "based on global model 3, the open round 1 starts from global model 0" in (
+        rejected.reason
+    )
     assert m.reported == ()
 
 
@@ -248,7 +249,7 @@ def test_second_update_from_a_counted_worker_is_rejected() -> None:
     m.update_received(update("b", 3.0), T0 + 3)
     # Assert
     assert (
-        "already counted in round 0 (upload 'u1')" in only(decisions, Rejected)[0].rejection.reason
+        "already counted in round 1 (upload 'u1')" in only(decisions, Rejected)[0].rejection.reason
     )
     np.testing.assert_allclose(m.current.params, vec(2.0))
 

@@ -234,7 +234,7 @@ def test_all_workers_report_and_every_board_can_catch_up(
         a.send(a.update(pa, steps=10))
         b.send(b.update(pb, steps=4))
         g1 = observer.global_model(1)
-        event = observer.round_event(0)
+        event = observer.round_event(1)
         pruned = wait_until(lambda: Store(tmp_path / "agg.db").stored_updates() == 0)
     late = Observer(broker.url, topics)  # a board that boots after the round
     retained = late.global_model(1)
@@ -274,7 +274,7 @@ def test_dropped_worker_round_closes_at_timeout_with_quorum(
         # Execute
         a.send(a.update(pa))
         b.send(b.update(pb))
-        event = observer.round_event(0)
+        event = observer.round_event(1)
         g1 = observer.global_model(1)
     a.close()
     b.close()
@@ -298,8 +298,8 @@ def test_round_below_quorum_fails_and_the_global_model_stays(
         g0 = observer.global_model(0)
         # Execute
         a.send(a.update(perturbed(5)))
-        failed = observer.round_event(0, "failed")
-        status = observer.status(lambda s: s.round == 0 and s.reported == ("a",), "status")
+        failed = observer.round_event(1, "failed")
+        status = observer.status(lambda s: s.round == 1 and s.reported == ("a",), "status")
     late = Observer(broker.url, topics)
     retained = late.global_model(0)
     late.close()
@@ -333,14 +333,17 @@ def test_stale_duplicate_and_malformed_updates_are_rejected_and_change_nothing(
         a.send(a.update(perturbed(10), upload="a-second"))
         b.send(b.update(pb))
         g1 = observer.global_model(1)
-        event = observer.round_event(0)
+        event = observer.round_event(1)
     a.close()
     b.close()
     # Assert
     reasons = {r.upload_id or "?": r.reason for r in event.rejected}
-    assert "based on round 5, the open round is 0" in reasons["a-stale"]
+    assert (
+        "based on global model 5, the open round 1 starts from global model 0"
+        in (reasons["a-stale"])
+    )
     assert "a-good" not in reasons  # a redelivered upload is confirmed again, not rejected
-    assert "already counted in round 0" in reasons["a-second"]
+    assert "already counted in round 1" in reasons["a-second"]
     receipts = observer.receipts("a")
     assert [(r.upload_id, r.outcome) for r in receipts] == [
         ("a-stale", "rejected"),
@@ -348,7 +351,7 @@ def test_stale_duplicate_and_malformed_updates_are_rejected_and_change_nothing(
         ("a-good", "accepted"),
         ("a-second", "rejected"),
     ]
-    assert "based on round 5" in receipts[0].reason
+    assert "based on global model 5" in receipts[0].reason
     malformed = [r.reason for r in event.rejected if not r.upload_id]
     assert any("sha256 does not match" in r for r in malformed)
     assert any("not valid msgpack" in r for r in malformed)
@@ -380,7 +383,7 @@ def test_sigkilled_aggregator_resumes_the_same_round_and_counts_nothing_twice(
     second = aggregator_process(argv, log)
     try:
         g1 = observer.global_model(1)
-        event = observer.round_event(0)
+        event = observer.round_event(1)
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=10) == 0, log.read_text()
@@ -419,7 +422,7 @@ def test_broker_restart_mid_round_loses_no_update(
         b.wait_connected()
         b.send(b.update(pb))
         g1 = observer.global_model(1)
-        event = observer.round_event(0)
+        event = observer.round_event(1)
     observer.close()
     a.close()
     b.close()

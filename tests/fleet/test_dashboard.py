@@ -54,7 +54,7 @@ def recorded(rounds_closed: int) -> FleetSnapshot:
             update = ModelUpdate(w, r, 4, g, f"u{r}{i}", "paper")
             rec.handle(T.worker_update(w), contract.encode_update(update))
         round_event = RoundEvent(
-            r,
+            r + 1,  # round r + 1 turns global model r into global model r + 1
             "closed",
             "fedavg",
             tuple(

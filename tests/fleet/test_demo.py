@@ -98,7 +98,7 @@ def test_demo_runs_two_rounds_and_leaves_a_report_and_no_process(
     assert final != model.to_bytes(model.init_params())
     m = json.loads((report / "metrics.json").read_text())
     closed = [r for r in m["rounds"] if r["outcome"] == "closed"]
-    assert [r["round"] for r in closed] == [0, 1]
+    assert [r["round"] for r in closed] == [1, 2]  # round N makes global model N
     assert [len(r["participants"]) for r in closed] == [2, 2]
     assert all(p["local_steps"] == 10 for r in closed for p in r["participants"])
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in closed)

@@ -95,7 +95,7 @@ def play_one_round(client: paho.Client, t: Topics) -> tuple[model.F32, list[mode
         publish(client, t.worker_update(w), contract.encode_update(update))
     g1 = ((updates[0].astype(np.float64) + updates[1]) / 2).astype(np.float32)
     event = RoundEvent(
-        round=0,
+        round=1,  # round 1: from global model 0 to global model 1
         outcome="closed",
         strategy="fedavg",
         participants=tuple(Participant(w, f"u{i}", 3, 3.0, 0.2) for i, w in enumerate(WORKERS)),
@@ -144,7 +144,7 @@ def test_recorder_keeps_every_loss_update_round_and_global(
     assert snap.workers[0].state == "online"
     assert [g.round for g in snap.globals] == [0, 1]
     np.testing.assert_array_equal(snap.global_of(1).params, g1)  # type: ignore[union-attr]
-    assert [r.round for r in snap.closed_rounds] == [0]
+    assert [r.round for r in snap.closed_rounds] == [1]
     assert {u.worker_id for u in snap.updates} == set(WORKERS)
     assert snap.rejected_payloads == 1
 
@@ -184,7 +184,7 @@ def test_report_writes_global_bin_metrics_losses_and_figures(
     assert m["final"]["round"] == 1
     (r0,) = m["rounds"]
     assert r0["outcome"] == "closed"
-    assert r0["global_round"] == 1
+    assert r0["round"] == r0["global_round"] == 1  # one numbering: round 1 made global 1
     assert [p["worker"] for p in r0["participants"]] == list(WORKERS)
     assert r0["accuracy"] == held_out_set().accuracy(g1, "paper")
     assert all(p["accuracy"] is not None for p in r0["participants"])
@@ -206,7 +206,7 @@ def test_plot_command_redraws_the_figures_of_a_recorded_run(
     assert fleet_main(["plot", str(tmp_path)]) == 0
     assert (tmp_path / "loss.png").exists()
     assert (tmp_path / "accuracy.png").exists()
-    assert "round 0: closed, 2 participants" in capsys.readouterr().out
+    assert "round 1: closed, 2 participants" in capsys.readouterr().out
 
 
 def test_plot_of_a_folder_without_a_run_is_a_usage_error(

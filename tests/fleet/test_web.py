@@ -47,7 +47,7 @@ def metric(text: str, line_start: str) -> float:
 
 @pytest.fixture
 def served(broker: Mosquitto, fleet: str) -> Iterator[web.WebServer]:
-    """A recorder on a fleet that played one round (round 1 open, 1 of 2 reported)."""
+    """A recorder on a fleet that played one round (round 2 open, 1 of 2 reported)."""
     t = Topics(fleet)
     recorder = Recorder(parse_broker_url(broker.url), t, held_out=held_out_set())
     recorder.start()
@@ -56,11 +56,11 @@ def served(broker: Mosquitto, fleet: str) -> Iterator[web.WebServer]:
     try:
         play_one_round(client, t)
         status = AggregatorStatus(
-            "online", round=1, attempt=1, strategy="fedavg", expected_count=2, reported_count=1
+            "online", round=2, attempt=1, strategy="fedavg", expected_count=2, reported_count=1
         )
         publish(client, t.aggregator_status, contract.encode_aggregator_status(status), True)
         recorder.wait_for(
-            lambda s: s.aggregator is not None and s.aggregator.round == 1 and len(s.globals) == 2,
+            lambda s: s.aggregator is not None and s.aggregator.round == 2 and len(s.globals) == 2,
             timeout=15,
         )
         yield server
@@ -77,7 +77,7 @@ def test_metrics_follow_the_fleet(served: web.WebServer, fleet: str) -> None:
     assert kind.startswith("text/plain; version=0.0.4")
     f = f'{{fleet="{fleet}"'
     assert metric(text, f"tinyfed_aggregator_up{f}}}") == 1.0
-    assert metric(text, f"tinyfed_round{f}}}") == 1.0
+    assert metric(text, f"tinyfed_round{f}}}") == 2.0  # round 1 closed, round 2 open
     assert metric(text, f"tinyfed_round_expected{f}}}") == 2.0
     assert metric(text, f"tinyfed_round_reported{f}}}") == 1.0
     assert metric(text, f"tinyfed_rounds_closed_total{f}}}") == 1.0
@@ -103,8 +103,8 @@ def test_the_json_feeds_the_page_and_unknown_paths_are_404(served: web.WebServer
     assert [w["id"] for w in data["workers"]] == list(WORKERS)
     assert data["workers"][0]["steps"] == 3
     assert data["workers"][0]["losses"] == pytest.approx([0.25, 0.2, 0.15])
-    assert data["aggregator"]["round"] == 1
-    assert [r["round"] for r in data["rounds"]] == [0]
+    assert data["aggregator"]["round"] == 2
+    assert [r["round"] for r in data["rounds"]] == [1]
     assert data["rounds"][0]["accuracy"] == data["global"]["accuracy"]
     assert get(served.url + "nope")[0] == 404
     status, kind, page = get(served.url)
@@ -145,9 +145,9 @@ def test_the_page_draws_the_fleet_in_a_real_browser(served: web.WebServer) -> No
         assert cells[:8] == ["board-a", "online", "–", "–", "3", "–", "0.150", "0.200"]
         curve = row.find_element(By.CSS_SELECTOR, "svg.loss path.curve")
         assert (curve.get_attribute("d") or "").startswith("M")
-        assert "open round 1" in browser.find_element(By.ID, "round").text
+        assert "open round 2" in browser.find_element(By.ID, "round").text
         assert "1 of 2 updates" in browser.find_element(By.ID, "round").text
-        assert browser.find_elements(By.CSS_SELECTOR, 'tr[data-round="0"]')
+        assert browser.find_elements(By.CSS_SELECTOR, 'tr[data-round="1"]')
         served.close()  # the monitor goes away: the page says so instead of freezing
         time.sleep(0.1)
         wait.until(lambda b: "cannot reach the monitor" in b.find_element(By.ID, "error").text)
@@ -199,9 +199,9 @@ def test_the_page_follows_a_running_demo_round_by_round(tmp_path: Path) -> None:
         # (3 rounds: the last one's close ends the demo and its server, the page may miss it)
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr[data-worker]")) == 2)
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "tr[data-worker] svg path.curve"))
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-round="0"]'))
-        first = browser.find_element(By.CSS_SELECTOR, 'tr[data-round="0"]').text.split()
-        assert first[:3] == ["0", "closed", "2"]
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-round="1"]'))
+        first = browser.find_element(By.CSS_SELECTOR, 'tr[data-round="1"]').text.split()
+        assert first[:3] == ["1", "closed", "2"]
         # the demo's words travel with its global model and its loss events
         assert "words: vermell · verd · blau" in browser.find_element(By.ID, "round").text
         board = browser.find_element(By.CSS_SELECTOR, "tr[data-worker]")
@@ -210,7 +210,7 @@ def test_the_page_follows_a_running_demo_round_by_round(tmp_path: Path) -> None:
             "verd",
             "blau",
         }
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-round="1"]'))
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, 'tr[data-round="2"]'))
     finally:
         browser.quit()
         try:

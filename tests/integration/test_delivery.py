@@ -111,15 +111,15 @@ def test_a_resent_update_of_a_closed_round_is_confirmed_not_rejected(
         )
         a.send(a.update(perturbed(3), base=1, upload="a-r1"))
         b.send(b.update(perturbed(4), base=1, upload="b-r1"))
-        event = observer.round_event(1)
+        event = observer.round_event(2)
     observer.close()
     a.close()
     b.close()
     # Assert
     receipts = observer.receipts("a")
     assert [(r.upload_id, r.round, r.outcome) for r in receipts[:2]] == [
-        ("a-r0", 0, "accepted"),
-        ("a-r0", 0, "accepted"),
+        ("a-r0", 1, "accepted"),  # counted by round 1 (from global model 0) ...
+        ("a-r0", 1, "accepted"),  # ... and confirmed again, not judged by round 2
     ]
     assert event.rejected == ()
     assert np.isfinite(contract.decode_global(observer.wait(

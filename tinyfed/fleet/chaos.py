@@ -430,7 +430,7 @@ class _Chaos:
                 r.accepted += 1
                 if m is None:
                     continue  # restored from a spool of an earlier run
-                if rc.round != m.base_round:
+                if rc.round != m.base_round + 1:  # round N starts from global model N - 1
                     r.misplaced.append(
                         f"{rc.worker_id} upload {rc.upload_id} based on {m.base_round} "
                         f"has an accepted receipt of round {rc.round}"

@@ -240,14 +240,14 @@ def round_line(event: RoundEvent, snap: FleetSnapshot, info: DashboardInfo) -> s
     names = {w.worker_id: w.name for w in snap.workers}
     total = f"/{info.rounds}" if info.rounds else ""
     if event.outcome != "closed":
-        return f"round {event.round + 1}{total} failed: {event.reason}"
+        return f"round {event.round}{total} failed: {event.reason}"
     who = ", ".join(
         f"{names.get(p.worker_id, p.worker_id)} ({p.local_steps} steps, loss {_fmt(p.loss_mean)})"
         for p in event.participants
     )
-    g = snap.global_of(event.round + 1)
+    g = snap.global_of(event.round)
     acc = f"; global accuracy {_fmt(g.accuracy)} on held-out voices" if g and g.accuracy else ""
-    return f"round {event.round + 1}{total} closed in {event.duration_s:.1f} s: {who}{acc}"
+    return f"round {event.round}{total} closed in {event.duration_s:.1f} s: {who}{acc}"
 
 
 class Dashboard:
@@ -303,7 +303,7 @@ class Dashboard:
             self._globals_logged.add(g.round)
         while self._rounds_logged < len(snap.rounds):
             event = snap.rounds[self._rounds_logged]
-            if event.outcome == "closed" and snap.global_of(event.round + 1) is None:
+            if event.outcome == "closed" and snap.global_of(event.round) is None:
                 break  # wait for its global model, to print its accuracy
             self._emit(round_line(event, snap, self.info))
             self._rounds_logged += 1

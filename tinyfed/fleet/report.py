@@ -69,7 +69,7 @@ def metrics(snap: FleetSnapshot, info: RunInfo, wall_time_s: float | None = None
 
     rounds = []
     for ev in snap.rounds:
-        produced = snap.global_of(ev.round + 1) if ev.outcome == "closed" else None
+        produced = snap.global_of(ev.round) if ev.outcome == "closed" else None
         rounds.append(
             {
                 "round": ev.round,
@@ -81,7 +81,7 @@ def metrics(snap: FleetSnapshot, info: RunInfo, wall_time_s: float | None = None
                         "local_steps": p.local_steps,
                         "weight": p.weight,
                         "loss_mean": p.loss_mean,
-                        "accuracy": acc_of(p.worker_id, ev.round),
+                        "accuracy": acc_of(p.worker_id, ev.round - 1),
                     }
                     for p in ev.participants
                 ],
@@ -92,7 +92,7 @@ def metrics(snap: FleetSnapshot, info: RunInfo, wall_time_s: float | None = None
                 ],
                 "loss_mean": ev.loss_mean,
                 "duration_s": ev.duration_s,
-                "global_round": ev.round + 1 if ev.outcome == "closed" else None,
+                "global_round": ev.round if ev.outcome == "closed" else None,
                 "global_sha256": ev.global_sha256 or None,
                 "accuracy": produced.accuracy if produced else None,
                 "reason": ev.reason or None,

@@ -83,7 +83,7 @@ def fleet_json(snap: FleetSnapshot) -> dict[str, Any]:
             "rejected": r.rejected_count,
             "loss_mean": _num(r.loss_mean),
             "duration_s": _num(r.duration_s),
-            "accuracy": accuracy.get(r.round + 1) if r.outcome == "closed" else None,
+            "accuracy": accuracy.get(r.round) if r.outcome == "closed" else None,
             "reason": r.reason,
             "rejections": [
                 {"worker": x.worker_id, "upload_id": x.upload_id, "reason": x.reason}
