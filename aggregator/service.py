@@ -126,7 +126,15 @@ class AggregatorService:
                 s.client_id,
                 logger=log,
                 status_topic=self.topics.aggregator_status,
-                will=contract.encode_aggregator_status(AggregatorStatus(state="offline")),
+                # offline, with the time its connection opened (paho reconnects with the Will
+                # it holds: the adapter asks for a fresh one before each reconnection)
+                will=lambda: contract.encode_aggregator_status(
+                    AggregatorStatus(
+                        state="offline",
+                        strategy=s.strategy.describe(),
+                        time=self._clock(),
+                    )
+                ),
                 persistent=True,
                 session_expiry=SESSION_EXPIRY_S,
                 receive_maximum=INBOUND_WINDOW,

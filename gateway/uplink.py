@@ -93,7 +93,7 @@ class Uplink:
             f"tinyfed-gw-{self.topics.fleet}-{self.worker_id}"[:64],
             logger=log,
             status_topic=self.topics.worker_status(self.worker_id),
-            will=contract.encode_worker_status(self._status("offline")),
+            will=lambda: contract.encode_worker_status(self._status("offline")),
             on_lost=lambda: f"; {len(self.outbox)} message(s) buffered",
             pubacks=True,
         )

@@ -243,3 +243,44 @@ def test_a_refused_subscription_is_retried_until_the_broker_grants_it(
     finally:
         session.close()
         fake.close()
+
+
+def test_a_will_made_by_a_function_is_made_again_for_every_connection(broker: Mosquitto) -> None:
+    # Prepare: a watcher of the status topic, and a session whose Will counts its connections
+    topic = f"t{time.monotonic_ns()}/status"
+    seen: list[bytes] = []
+    watcher = MqttSession(parse_broker_url(broker.url), f"w-{topic[:12]}", logger=log)
+    watcher.start(
+        handler=lambda e: (
+            watcher.subscribe([topic])
+            if isinstance(e, Connected)
+            else seen.append(e.payload)
+            if isinstance(e, Message)
+            else None
+        )
+    )
+    made: list[int] = []
+
+    def will() -> bytes:
+        made.append(len(made))
+        return f"offline, connection {len(made)}".encode()
+
+    ups: list[int] = []
+    session = MqttSession(
+        parse_broker_url(broker.url), f"s-{topic[:12]}", logger=log, status_topic=topic, will=will
+    )
+    session.start(handler=lambda e: ups.append(1) if isinstance(e, Connected) else None)
+    try:
+        wait_until(lambda: len(ups) == 1, "the first connection")
+        # Execute: the connection dies twice without a DISCONNECT (as when a process is killed)
+        for n in (1, 2):
+            sock = session.client.socket()
+            assert isinstance(sock, socket.socket)
+            sock.shutdown(socket.SHUT_RDWR)
+            wait_until(lambda n=n: len(seen) == n, f"Will number {n}")
+            wait_until(lambda n=n: len(ups) == n + 1, f"connection {n + 1}")
+    finally:
+        session.close()
+        watcher.close()
+    # Assert: each Will is its own connection's, not the first one's again
+    assert seen == [b"offline, connection 1", b"offline, connection 2"]

@@ -34,6 +34,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tinyfed.mqtt.inbox import (
@@ -73,7 +74,11 @@ class MqttSession:
         client_id: the MQTT client id (a persistent session is found again by it).
         logger: where connection events are logged (the application's own logger).
         status_topic: the application's retained status topic, if it has one.
-        will: the Last Will on ``status_topic`` (retained, QoS 1): the ``offline`` status.
+        will: the Last Will on ``status_topic`` (retained, QoS 1): the ``offline`` status, or a
+            function that makes it. MQTT fixes a Will at CONNECT, so a function is asked again
+            before every reconnection: the Will then says when the connection that died was
+            opened (its ``time``) and what the application was doing then, not the values of
+            the process's first connection.
         persistent: keep the session at the broker (``clean_session`` off under 3.1.1; under
             v5 ``session_expiry`` decides).
         session_expiry: MQTT v5 session expiry interval in seconds (0: a clean start).
@@ -95,7 +100,7 @@ class MqttSession:
         *,
         logger: logging.Logger,
         status_topic: str | None = None,
-        will: bytes | None = None,
+        will: bytes | Callable[[], bytes] | None = None,
         persistent: bool = False,
         session_expiry: int = 0,
         receive_maximum: int | None = None,
@@ -108,6 +113,7 @@ class MqttSession:
         self.broker = broker
         self.client_id = client_id
         self.status_topic = status_topic
+        self._will = will
         self.inbox = Inbox(inbox_capacity)
         self._log = logger
         self._keepalive = keepalive
@@ -127,7 +133,7 @@ class MqttSession:
             broker,
             client_id,
             will_topic=status_topic if will is not None else None,
-            will_payload=will or b"",
+            will_payload=(will() if callable(will) else will) or b"",
             persistent=persistent,
         )
         client.manual_ack_set(manual_ack)
@@ -342,6 +348,17 @@ class MqttSession:
     def _cb_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any
     ) -> None:
+        if callable(self._will) and self.status_topic is not None and not self._closing:
+            # paho reconnects with the Will it holds: give it the next connection's now.
+            client.will_set(
+                self.status_topic,
+                self._will(),
+                qos=1,
+                retain=True,
+                properties=publish_properties(
+                    self.broker, self.status_topic, PacketTypes.WILLMESSAGE
+                ),
+            )
         self.inbox.put(Disconnected(str(rc)))
 
     def _cb_subscribe(
