@@ -20,7 +20,11 @@ asks the :class:`~tinyfed.aggregator.rounds.RoundMachine`, persists each decisio
   counted is confirmed again). Gateways keep an update until they see its receipt, so an
   update lost anywhere between them and the database is sent again.
 * The status is republished at most once a second while a round fills (and at once when a
-  round or attempt changes: gateways re-send what has no receipt when an attempt restarts).
+  round or attempt changes: gateways re-send what has no receipt when an attempt restarts;
+  and when a round request asks the gateways to upload now, its ``upload_now``).
+* A round request (``workers/<id>/request``, a person held a board's D5 button) goes to the
+  round machine (``--round-requests off`` ignores them); each is logged with its worker id and
+  counted by outcome in the metrics, a malformed one or one from an unknown worker too.
 
 * The MQTT session is persistent (fixed client id, clean start off, session expiry of a day) and
   messages are acknowledged by hand after their decision is committed: updates published while
@@ -49,8 +53,10 @@ from tinyfed.aggregator.rounds import (
     Decision,
     Duplicate,
     Rejected,
+    RequestIgnored,
     RoundClosed,
     RoundFailed,
+    UploadNow,
 )
 from tinyfed.aggregator.settings import Settings
 from tinyfed.aggregator.store import Store
@@ -100,7 +106,8 @@ class AggregatorService:
         self._subscribed = False  # the first subscription has been acknowledged
         self._status_dirty = False
         self._status_sent = -1e9
-        self._status_key: tuple[int, int] | None = None  # (round, attempt) last published
+        #: (round, attempt, upload_now) last published
+        self._status_key: tuple[int, int, int | None] | None = None
         self.poisoned = 0  #: messages whose handling failed unexpectedly (rejected, acked)
         self.receipts_skipped = 0  #: rejection receipts not sent (flood control)
         self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
@@ -223,7 +230,8 @@ class AggregatorService:
         # database and are ignored.
         t = self.topics
         self._global_mid = self.mqtt.subscribe(
-            [t.all_worker_status, t.all_updates, t.global_model], no_local={t.global_model}
+            [t.all_worker_status, t.all_updates, t.all_requests, t.global_model],
+            no_local={t.global_model},
         )
         self._global_check_at = None
 
@@ -308,7 +316,25 @@ class AggregatorService:
                 if counted is not None:
                     return [Duplicate(counted, 0, worker_id, update.upload_id)]
             return self.machine.update_received(update, now, sender=worker_id)
+        elif kind == "request":
+            return self._round_request(worker_id, m.payload, now)
         return []
+
+    def _round_request(self, worker_id: str, payload: bytes, now: float) -> list[Decision]:
+        """A round request on ``worker_id``'s topic: to the machine if valid (and allowed)."""
+        m = self.machine
+        try:
+            request = contract.decode_request(payload)
+        except ContractError as exc:
+            return [RequestIgnored(m.round, worker_id, "malformed", str(exc))]
+        if request.worker_id != worker_id:
+            reason = (
+                f"request from {request.worker_id!r} was published on the topic of {worker_id!r}"
+            )
+            return [RequestIgnored(m.round, worker_id, "wrong_topic", reason)]
+        if not self.settings.round_requests:
+            return [RequestIgnored(m.round, worker_id, "off", "round requests are off")]
+        return m.round_requested(worker_id, now)
 
     def _worker_status(self, worker_id: str, payload: bytes) -> None:
         if not payload:  # a cleared retained status: the worker is gone
@@ -394,10 +420,30 @@ class AggregatorService:
                 if r.upload_id and self._rejection_receipt_allowed(r.worker_id):
                     self._publish_receipt(r.worker_id, r.upload_id, d.round, "rejected", r.reason)
             elif isinstance(d, RoundClosed):
+                if d.requested_by:
+                    log.info(
+                        "round %d: %s asked for a round: closed now with %d update(s)",
+                        d.event.round,
+                        d.requested_by,
+                        d.event.participant_count,
+                    )
                 self._publish_global(d.event.time)
                 self._publish_round(dataclasses.replace(d.event, metrics=d.metrics))
                 self._status_dirty = True
                 self._prune = True
+            elif isinstance(d, UploadNow):
+                log.info(
+                    "round %d: %s asked for a round; %d of at least %d workers reported: "
+                    "asking the gateways to upload what their boards have now",
+                    d.round,
+                    d.worker_id,
+                    len(self.machine.reported),
+                    self.settings.policy.min_workers,
+                )
+            elif isinstance(d, RequestIgnored):
+                log.warning(
+                    "round %d: round request of %s ignored: %s", d.round, d.worker_id, d.reason
+                )
             elif isinstance(d, RoundFailed):
                 self._publish_round(dataclasses.replace(d.event, metrics=d.metrics))
                 self._status_dirty = True
@@ -456,7 +502,7 @@ class AggregatorService:
     def _publish_status_if_due(self, now: float) -> None:
         """Republish the status if it changed: at once for a new round or attempt, else <= 1/s."""
         m = self.machine
-        key = (m.round, m.attempt)
+        key = (m.round, m.attempt, m.upload_now)
         due = self._status_dirty and now - self._status_sent >= STATUS_MIN_INTERVAL_S
         if key != self._status_key or due:
             self._publish_status()
@@ -473,12 +519,13 @@ class AggregatorService:
             expected_count=len(m.expected),
             reported_count=len(m.reported),
             time=self._clock(),
+            upload_now=m.upload_now,
         )
 
     def _publish_status(self, state: str = "online") -> paho.MQTTMessageInfo:
         self._status_dirty = False
         self._status_sent = self._clock()
-        self._status_key = (self.machine.round, self.machine.attempt)
+        self._status_key = (self.machine.round, self.machine.attempt, self.machine.upload_now)
         return self.mqtt.publish_status(contract.encode_aggregator_status(self._status(state)))
 
     def _shutdown(self) -> None:
