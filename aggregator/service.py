@@ -56,6 +56,7 @@ from tinyfed.aggregator.rounds import (
     RequestIgnored,
     RoundClosed,
     RoundFailed,
+    RoundMachine,
     UploadNow,
 )
 from tinyfed.aggregator.settings import Settings
@@ -215,11 +216,18 @@ class AggregatorService:
                     self._record(decisions)
         except Exception:
             log.exception("round %d could not be closed; retrying", self.machine.round)
-            self.machine = open_machine(
-                self.settings, self.store, now, online=frozenset(self.machine.online)
-            )
+            self.machine = self._rebuilt_machine(now)
             return
         self._announce(decisions)
+
+    def _rebuilt_machine(self, now: float) -> RoundMachine:
+        """The round machine again from the store (after a failure), keeping what only the
+        old one knew: the workers online, and a round request's ``upload_now``."""
+        old = self.machine
+        machine = open_machine(self.settings, self.store, now, online=frozenset(old.online))
+        if old.upload_now is not None and old.upload_now == machine.round:
+            machine.upload_now = old.upload_now
+        return machine
 
     def _connected(self, event: Connected) -> None:
         if event.failed:
@@ -278,9 +286,7 @@ class AggregatorService:
             )
             # The machine may have changed before the failure: rebuild it from the store,
             # which the savepoint left exactly as it was before this message.
-            self.machine = open_machine(
-                self.settings, self.store, now, online=frozenset(self.machine.online)
-            )
+            self.machine = self._rebuilt_machine(now)
             try:
                 worker_id, kind = self.topics.parse_worker_topic(m.topic)
             except ContractError:

@@ -15,7 +15,9 @@ from tests.aggregator.test_poison import running_aggregator
 from tests.aggregator.test_service import WAIT_S, Observer, Worker, flags, perturbed
 from tinyfed import cli
 from tinyfed.aggregator import settings
+from tinyfed.aggregator.resume import open_machine
 from tinyfed.aggregator.service import AggregatorService
+from tinyfed.aggregator.store import Store
 from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import RoundRequest, Topics
 from tinyfed.testbed.broker import Mosquitto
@@ -110,3 +112,19 @@ def test_round_requests_are_on_by_default_and_the_flag_takes_on_or_off() -> None
     assert settings.from_args(off, env={}).round_requests is False
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--round-requests", "maybe"])
+
+
+def test_a_machine_rebuilt_after_a_failure_still_asks_for_uploads(tmp_path: Path) -> None:
+    # Prepare: a request below quorum set upload_now; then a message's handling failed, and
+    # the service rebuilds its round machine from the store (the path of _isolated / _tick)
+    argv = flags("mqtt://127.0.0.1:1", "f", tmp_path / "agg.db", "--expect", "a,b")
+    config = settings.from_args(cli.build_parser().parse_args(argv), env={})
+    svc = AggregatorService(config)
+    with Store(config.db) as store:
+        svc.store = store
+        svc.machine = open_machine(config, store, 100.0)
+        svc.machine.round_requested("a", 101.0)
+        # Execute
+        rebuilt = svc._rebuilt_machine(102.0)
+    # Assert
+    assert (rebuilt.round, rebuilt.upload_now) == (0, 0)
