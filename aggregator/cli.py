@@ -21,6 +21,11 @@ round policy:
   --min-workers have reported. Otherwise it FAILS: the global model stays, the failure is
   published on the rounds topic, and the same round is retried with a new deadline, keeping
   the updates already accepted.
+  Round request (--round-requests on): a person holds a board's D5 button 3 s; its gateway
+  publishes workers/<id>/request. If --min-workers have reported, the round closes now with
+  them; otherwise the aggregator's status says upload_now: every gateway whose board trained
+  at least one step on the round's model uploads it now, and the round closes as usual.
+  One request per round counts; a request from a worker outside the round is refused.
   Rejected with a reason (and changing nothing): updates based on another round (stale),
   a repeated upload id, a second update from a worker already counted, another
   architecture or feature pipeline, a wrong size, non-finite values, a bad checksum,
@@ -100,6 +105,14 @@ def register(subparsers: Any) -> None:
         "--round-timeout",
         default=str(settings.DEFAULT_TIMEOUT_S),
         help="seconds a round attempt waits for its expected workers",
+    )
+    rounds.add_argument(
+        "--round-requests",
+        default="on",
+        choices=("on", "off"),
+        help="a person holding a board's D5 button 3 s asks for a round: with --min-workers "
+        "updates in, the round closes now; otherwise every gateway uploads what its board has "
+        "trained (at least one step) and the round closes as usual. off: requests are ignored",
     )
     hyper = p.add_argument_group("training (sent with every global model)")
     hyper.add_argument(

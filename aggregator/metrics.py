@@ -11,6 +11,10 @@ kind), so a fleet of any size makes the same number of series:
   rounds that closed;
 * ``updates_total{outcome}`` accepted, duplicate, rejected; ``rejections_total{kind}``;
   ``update_norm`` (histogram: each accepted update's distance from the round's base model);
+* ``round_requests_total{outcome}``: round requests (a board's D5 held 3 s) by what they did:
+  ``closed`` (the round, with a quorum), ``upload_now`` (asked the gateways to upload), or why
+  they were refused: ``repeated`` (the round was already requested), ``unknown_worker``,
+  ``malformed``, ``wrong_topic``, ``off`` (``--round-requests off``);
 * ``mqtt_connections_total`` (connections made: more than 1 means reconnects),
   ``poisoned_total`` (messages whose handling failed unexpectedly), ``inbox_peak`` (the most
   messages waiting at once).
@@ -28,12 +32,25 @@ from tinyfed.aggregator.rounds import (
     Decision,
     Duplicate,
     Rejected,
+    RequestIgnored,
     RoundClosed,
     RoundFailed,
+    UploadNow,
 )
 from tinyfed.listen import MetricsEndpoint
 
 log = logging.getLogger(__name__)
+
+#: what a round request did: closed the round, asked for uploads, or why it changed nothing
+REQUEST_OUTCOMES = (
+    "closed",
+    "upload_now",
+    "repeated",
+    "unknown_worker",
+    "malformed",
+    "wrong_topic",
+    "off",
+)
 
 #: a rejection's reason (free text) -> its kind, the first pattern that matches
 _KINDS = (
@@ -110,6 +127,14 @@ class AggregatorMetrics(MetricsEndpoint):
         self.inbox_peak = Gauge(
             "tinyfed_aggregator_inbox_peak", "the most inbound messages waiting at once", registry=r
         )
+        self.requests = Counter(
+            "tinyfed_aggregator_round_requests",
+            "round requests (a board's D5 button held 3 s) by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in REQUEST_OUTCOMES:
+            self.requests.labels(outcome)
         for outcome in ("closed", "failed"):
             self.rounds.labels(outcome)
         for outcome in ("accepted", "duplicate", "rejected"):
@@ -128,8 +153,15 @@ class AggregatorMetrics(MetricsEndpoint):
             elif isinstance(d, Rejected):
                 self.updates.labels("rejected").inc()
                 self.rejections.labels(rejection_kind(d.rejection.reason)).inc()
+            elif isinstance(d, UploadNow):
+                self.requests.labels("upload_now").inc()
+            elif isinstance(d, RequestIgnored):
+                known = d.kind in REQUEST_OUTCOMES
+                self.requests.labels(d.kind if known else "malformed").inc()
             elif isinstance(d, RoundClosed):
                 e = d.event
+                if d.requested_by:
+                    self.requests.labels("closed").inc()
                 self.rounds.labels("closed").inc()
                 self.participants.set(e.participant_count)
                 if e.loss_mean is not None:

@@ -1,10 +1,10 @@
 """The round state machine: which updates count, when a round closes, what it produces.
 
-(Over 500 lines on purpose: one state machine, whose transitions are read together.) No
-sockets and no clock of its own: the service feeds it events (a worker's status, an
-update, a payload that failed to decode, the passing of time) with the current time, and it
-returns :data:`Decision` objects that the service persists and publishes. Round ``r`` is the
-round whose workers start from global model ``r``; closing it produces global model ``r + 1``.
+(Over 500 lines on purpose: one state machine, read together.) No sockets and no clock of
+its own: the service feeds it events (a worker's status, an update, a payload that failed to
+decode, the passing of time, a round request) with the current time, and it returns
+:data:`Decision` objects that the service persists and publishes. Round ``r`` is the round
+whose workers start from global model ``r``; closing it produces global model ``r + 1``.
 
 Round policy:
 
@@ -22,7 +22,11 @@ Round policy:
   payloads that fail to decode (bad checksum, malformed msgpack) are rejected the same way;
 * weight = the worker's local steps capped at the round's configured local steps, so a
   worker that claims more steps counts as one that did the configured number; 0 steps count
-  with weight 0.
+  with weight 0;
+* a **round request** (a person held a board's D5 button) from one of the round's workers
+  closes the round now if ``min_workers`` have reported (as a deadline with quorum does);
+  otherwise it sets :attr:`RoundMachine.upload_now`: every gateway uploads what its board has,
+  and the round closes as usual. One request per round counts; others are ignored.
 """
 
 from __future__ import annotations
@@ -125,6 +129,26 @@ class RoundClosed:
     attempt: int
     metrics: dict[str, float]
     next: Opening
+    requested_by: str = ""  #: the worker whose round request closed it ("" if none did)
+
+
+@dataclass(frozen=True)
+class UploadNow:
+    """A round request without quorum from ``worker_id``: gateways upload what they have."""
+
+    round: int
+    attempt: int
+    worker_id: str
+
+
+@dataclass(frozen=True)
+class RequestIgnored:
+    """A round request that changes nothing: ``kind`` ``repeated`` or ``unknown_worker``."""
+
+    round: int
+    worker_id: str
+    kind: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -137,7 +161,7 @@ class RoundFailed:
     next: Opening
 
 
-Decision = Accepted | Rejected | Duplicate | RoundClosed | RoundFailed
+Decision = Accepted | Rejected | Duplicate | RoundClosed | RoundFailed | UploadNow | RequestIgnored
 
 #: Rejections stored (and listed in memory) per worker and round attempt; more are counted only.
 MAX_RECORDED_REJECTIONS = 20
@@ -240,6 +264,8 @@ class RoundMachine:
         self._by_upload: dict[str, str] = {}
         self._norms: list[float] = []
         self._order: list[str] = []  #: worker ids in accepted order (the aggregate's indices)
+        #: the open round once a request found no quorum: gateways upload what they have
+        self.upload_now: int | None = None
         self._reset_rejections()
 
     def _reopen(self, now: float) -> None:
@@ -360,6 +386,20 @@ class RoundMachine:
     def malformed(self, worker_id: str, reason: str, now: float) -> list[Decision]:
         """A payload on ``worker_id``'s update topic that did not decode."""
         return [self._reject(worker_id, "", reason, now)]
+
+    def round_requested(self, worker_id: str, now: float) -> list[Decision]:
+        """A person at ``worker_id``'s board asks for a round now (see the module's policy)."""
+        known = self.policy.expect if self.policy.expect is not None else self.expected
+        if worker_id not in known and (self.policy.expect or worker_id not in self.online):
+            reason = f"worker {worker_id!r} is not one of round {self.round}'s workers"
+            return [RequestIgnored(self.round, worker_id, "unknown_worker", reason)]
+        if self.upload_now is not None:
+            reason = f"round {self.round} was already requested: uploads are under way"
+            return [RequestIgnored(self.round, worker_id, "repeated", reason)]
+        if len(self._participants) >= self.policy.min_workers:  # the service logs each request
+            return [self._close(now, requested_by=worker_id)]
+        self.upload_now = self.round
+        return [UploadNow(self.round, self.attempt, worker_id)]
 
     def tick(self, now: float) -> list[Decision]:
         """Let time pass: close (or fail) the round if it is complete or past its deadline."""
@@ -517,7 +557,7 @@ class RoundMachine:
         self._clip_info = (result.clip, result.clipped)
         return result.params, result.velocity, "; ".join(notes)
 
-    def _close(self, now: float) -> RoundClosed:
+    def _close(self, now: float, requested_by: str = "") -> RoundClosed:
         started = time.perf_counter()
         params, velocity, note = self._aggregate_finite(now)
         aggregate_s = time.perf_counter() - started
@@ -534,6 +574,8 @@ class RoundMachine:
         metrics["aggregate_s"] = aggregate_s  # the close's own cost (a re-read when clipping)
         if clip is not None:
             metrics.update(clip_norm=clip, clipped=float(clipped))
+        if requested_by:  # the round event says why it closed before every worker reported
+            note = f"closed early at the request of {requested_by}" + (note and f"; {note}")
         event = self._event(now, "closed", new_global.sha256, note)
         attempt = self.attempt
         self.velocity = velocity
@@ -547,7 +589,9 @@ class RoundMachine:
             new_global.round,
             new_global.sha256[:12],
         )
-        return RoundClosed(event, new_global, velocity, attempt, metrics, self.opening())
+        return RoundClosed(
+            event, new_global, velocity, attempt, metrics, self.opening(), requested_by
+        )
 
     def _fail(self, now: float) -> RoundFailed:
         n = len(self._participants)

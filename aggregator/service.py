@@ -20,7 +20,11 @@ asks the :class:`~tinyfed.aggregator.rounds.RoundMachine`, persists each decisio
   counted is confirmed again). Gateways keep an update until they see its receipt, so an
   update lost anywhere between them and the database is sent again.
 * The status is republished at most once a second while a round fills (and at once when a
-  round or attempt changes: gateways re-send what has no receipt when an attempt restarts).
+  round or attempt changes: gateways re-send what has no receipt when an attempt restarts;
+  and when a round request asks the gateways to upload now, its ``upload_now``).
+* A round request (``workers/<id>/request``, a person held a board's D5 button) goes to the
+  round machine (``--round-requests off`` ignores them); each is logged with its worker id and
+  counted by outcome in the metrics, a malformed one or one from an unknown worker too.
 
 * The MQTT session is persistent (fixed client id, clean start off, session expiry of a day) and
   messages are acknowledged by hand after their decision is committed: updates published while
@@ -49,8 +53,11 @@ from tinyfed.aggregator.rounds import (
     Decision,
     Duplicate,
     Rejected,
+    RequestIgnored,
     RoundClosed,
     RoundFailed,
+    RoundMachine,
+    UploadNow,
 )
 from tinyfed.aggregator.settings import Settings
 from tinyfed.aggregator.store import Store
@@ -100,7 +107,8 @@ class AggregatorService:
         self._subscribed = False  # the first subscription has been acknowledged
         self._status_dirty = False
         self._status_sent = -1e9
-        self._status_key: tuple[int, int] | None = None  # (round, attempt) last published
+        #: (round, attempt, upload_now) last published
+        self._status_key: tuple[int, int, int | None] | None = None
         self.poisoned = 0  #: messages whose handling failed unexpectedly (rejected, acked)
         self.receipts_skipped = 0  #: rejection receipts not sent (flood control)
         self._receipt_tokens: dict[str, tuple[float, float]] = {}  # worker -> (tokens, at)
@@ -216,11 +224,18 @@ class AggregatorService:
                     self._record(decisions)
         except Exception:
             log.exception("round %d could not be closed; retrying", self.machine.number)
-            self.machine = open_machine(
-                self.settings, self.store, now, online=frozenset(self.machine.online)
-            )
+            self.machine = self._rebuilt_machine(now)
             return
         self._announce(decisions)
+
+    def _rebuilt_machine(self, now: float) -> RoundMachine:
+        """The round machine again from the store (after a failure), keeping what only the
+        old one knew: the workers online, and a round request's ``upload_now``."""
+        old = self.machine
+        machine = open_machine(self.settings, self.store, now, online=frozenset(old.online))
+        if old.upload_now is not None and old.upload_now == machine.round:
+            machine.upload_now = old.upload_now
+        return machine
 
     def _connected(self, event: Connected) -> None:
         if event.failed:
@@ -231,7 +246,8 @@ class AggregatorService:
         # database and are ignored.
         t = self.topics
         self._global_mid = self.mqtt.subscribe(
-            [t.all_worker_status, t.all_updates, t.global_model], no_local={t.global_model}
+            [t.all_worker_status, t.all_updates, t.all_requests, t.global_model],
+            no_local={t.global_model},
         )
         self._global_check_at = None
 
@@ -278,9 +294,7 @@ class AggregatorService:
             )
             # The machine may have changed before the failure: rebuild it from the store,
             # which the savepoint left exactly as it was before this message.
-            self.machine = open_machine(
-                self.settings, self.store, now, online=frozenset(self.machine.online)
-            )
+            self.machine = self._rebuilt_machine(now)
             try:
                 worker_id, kind = self.topics.parse_worker_topic(m.topic)
             except ContractError:
@@ -316,7 +330,25 @@ class AggregatorService:
                 if counted is not None:
                     return [Duplicate(counted, 0, worker_id, update.upload_id)]
             return self.machine.update_received(update, now, sender=worker_id)
+        elif kind == "request":
+            return self._round_request(worker_id, m.payload, now)
         return []
+
+    def _round_request(self, worker_id: str, payload: bytes, now: float) -> list[Decision]:
+        """A round request on ``worker_id``'s topic: to the machine if valid (and allowed)."""
+        m = self.machine
+        try:
+            request = contract.decode_request(payload)
+        except ContractError as exc:
+            return [RequestIgnored(m.round, worker_id, "malformed", str(exc))]
+        if request.worker_id != worker_id:
+            reason = (
+                f"request from {request.worker_id!r} was published on the topic of {worker_id!r}"
+            )
+            return [RequestIgnored(m.round, worker_id, "wrong_topic", reason)]
+        if not self.settings.round_requests:
+            return [RequestIgnored(m.round, worker_id, "off", "round requests are off")]
+        return m.round_requested(worker_id, now)
 
     def _worker_status(self, worker_id: str, payload: bytes) -> None:
         if not payload:  # a cleared retained status: the worker is gone
@@ -404,10 +436,30 @@ class AggregatorService:
                         r.worker_id, r.upload_id, d.round + 1, "rejected", r.reason
                     )
             elif isinstance(d, RoundClosed):
+                if d.requested_by:
+                    log.info(
+                        "round %d: %s asked for a round: closed now with %d update(s)",
+                        d.event.round,
+                        d.requested_by,
+                        d.event.participant_count,
+                    )
                 self._publish_global(d.event.time)
                 self._publish_round(dataclasses.replace(d.event, metrics=d.metrics))
                 self._status_dirty = True
                 self._prune = True
+            elif isinstance(d, UploadNow):
+                log.info(
+                    "round %d: %s asked for a round; %d of at least %d workers reported: "
+                    "asking the gateways to upload what their boards have now",
+                    d.round,
+                    d.worker_id,
+                    len(self.machine.reported),
+                    self.settings.policy.min_workers,
+                )
+            elif isinstance(d, RequestIgnored):
+                log.warning(
+                    "round %d: round request of %s ignored: %s", d.round, d.worker_id, d.reason
+                )
             elif isinstance(d, RoundFailed):
                 self._publish_round(dataclasses.replace(d.event, metrics=d.metrics))
                 self._status_dirty = True
@@ -467,7 +519,7 @@ class AggregatorService:
     def _publish_status_if_due(self, now: float) -> None:
         """Republish the status if it changed: at once for a new round or attempt, else <= 1/s."""
         m = self.machine
-        key = (m.round, m.attempt)
+        key = (m.round, m.attempt, m.upload_now)
         due = self._status_dirty and now - self._status_sent >= STATUS_MIN_INTERVAL_S
         if key != self._status_key or due:
             self._publish_status()
@@ -484,12 +536,14 @@ class AggregatorService:
             expected_count=len(m.expected),
             reported_count=len(m.reported),
             time=self._clock(),
+            # the round's number (round N starts from global model N - 1), as `round`
+            upload_now=None if m.upload_now is None else m.upload_now + 1,
         )
 
     def _publish_status(self, state: str = "online") -> paho.MQTTMessageInfo:
         self._status_dirty = False
         self._status_sent = self._clock()
-        self._status_key = (self.machine.round, self.machine.attempt)
+        self._status_key = (self.machine.round, self.machine.attempt, self.machine.upload_now)
         return self.mqtt.publish_status(contract.encode_aggregator_status(self._status(state)))
 
     def _shutdown(self) -> None:

@@ -69,6 +69,8 @@ class Settings:
     client_id: str = ""
     metrics: tuple[str, int] | None = None  #: where to serve Prometheus metrics (None: not)
     classes: tuple[str, ...] = ()  #: the words of the outputs, sent with every global model
+    #: ``--round-requests``: a board's round request closes the round or asks for uploads
+    round_requests: bool = True
 
     @property
     def fleet(self) -> str:
@@ -198,6 +200,9 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
             f"--classes: give up to {model.N_OUTPUTS} different words separated by commas, "
             f"got {classes_arg!r}"
         )
+    requests_arg = str(getattr(args, "round_requests", None) or "on").strip().lower()
+    if requests_arg not in ("on", "off"):
+        raise UsageError(f"--round-requests: {requests_arg!r} is not on or off")
     return Settings(
         broker=broker,
         topics=topics,
@@ -212,4 +217,5 @@ def from_args(args: Any, env: Mapping[str, str] | None = None) -> Settings:
         client_id=f"tinyfed-aggregator-{topics.prefix.replace('/', '-')}-{fleet}",
         metrics=parse_listen_address(metrics, "--metrics") if metrics else None,
         classes=classes,
+        round_requests=requests_arg == "on",
     )

@@ -43,12 +43,15 @@ from tinyfed.link.client import (
 )
 from tinyfed.link.transports import open_transport
 from tinyfed.link.transports.base import Transport, TransportError
-from tinyfed.mqtt.contract import GlobalModel, LossEvent, ModelUpdate, WorkerStatus
+from tinyfed.mqtt.contract import GlobalModel, LossEvent, ModelUpdate, RoundRequest, WorkerStatus
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX = 30.0  #: longest wait before a failed push or pull is tried again (doubling)
 LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+#: How a board's LOG text asking for a round starts (its D5 button held 3 s):
+#: ``kRoundRequestEvent`` in firmware/core/device.h (tests/gateway check they agree).
+ROUND_REQUEST_EVENT = "event round_request"
 
 
 class Bridge:
@@ -78,11 +81,13 @@ class Bridge:
         self.link: BoardLink | None = None
         self.uplink: Uplink | None = None
         self.uploads = 0  #: updates published (handed to the outbox) by this process
+        self.requests = 0  #: round requests published (handed to the outbox) by this process
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._board_ready = asyncio.Event()
         self._pending_global: GlobalModel | None = None
+        self._upload_now: int | None = None  #: the aggregator status's (for a state to come)
         self._classes: tuple[str, ...] = ()  #: the words of the outputs (the global model's)
 
     # -- running --------------------------------------------------------------------------
@@ -136,6 +141,7 @@ class Bridge:
                 state_file.restore(self._state_path, self.state)
             if self._pending_global is not None:
                 self.state.on_global(self._pending_global)
+            self.state.on_upload_now(self._upload_now)
             log.info("gateway for worker %s (board %s)", worker_id, hello.board_hex)
         return self.state
 
@@ -201,8 +207,19 @@ class Bridge:
         elif isinstance(event, LogLine):
             level = LOG_LEVELS[min(event.level, len(LOG_LEVELS) - 1)]
             log.log(level, "board: %s", event.text)
+            if event.text.startswith(ROUND_REQUEST_EVENT):
+                self._request_round()
         elif isinstance(event, InferReport | StateReport):
             log.debug("board: %s", event)
+
+    def _request_round(self) -> None:
+        """The person at the board asked for a round: tell the aggregator."""
+        if self.state is None or self.uplink is None:
+            log.warning("the board asked for a round before the MQTT session started: not sent")
+            return
+        self.uplink.send_request(RoundRequest(worker_id=self.state.worker_id, time=time.time()))
+        self.requests += 1
+        log.info("round request of worker %s published", self.state.worker_id)
 
     def _word(self, index: int | None) -> str:
         return self._classes[index] if index is not None and index < len(self._classes) else ""
@@ -340,6 +357,7 @@ class Bridge:
             self.outbox,
             status=self._status,
             on_global=self._on_global,
+            on_upload_now=self._on_upload_now,
         )
         self.uplink.start("online" if self.link is not None else "board-missing")
 
@@ -354,6 +372,12 @@ class Bridge:
             self._pending_global = g
         else:
             self.state.on_global(g)
+        self._wake.set()
+
+    def _on_upload_now(self, round_: int | None) -> None:
+        self._upload_now = round_
+        if self.state is not None:
+            self.state.on_upload_now(round_)
         self._wake.set()
 
     def _status(self, state: WorkerState) -> WorkerStatus:

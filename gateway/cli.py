@@ -27,6 +27,9 @@ What it does:
   * forwards every training step's loss to  <prefix>/<fleet>/workers/<id>/loss  (JSON);
   * after the board's local steps of a round, uploads its model to .../workers/<id>/update
     (QoS 1, with a unique upload id that a re-send keeps, so nothing counts twice);
+  * when the board's D5 button is held 3 s, asks the aggregator for a round on
+    .../workers/<id>/request; when the aggregator's status says upload_now, uploads the
+    board's model at once if it trained at least one step on that round's model;
   * publishes .../workers/<id>/status (retained; "offline" as its Last Will);
   * reconnects to the board and to the broker by itself, buffering messages meanwhile.
 

@@ -14,6 +14,7 @@ its HELLO named it):
 * ``transfer_seconds{what}``, ``transfer_retries{what}``, ``transfer_bytes{what}``: the last
   transfer of each kind (model down, model up);
 * ``updates_published_total``: model updates this process handed to MQTT;
+  ``round_requests_total``: round requests (the board's D5 held 3 s) it handed to MQTT;
   ``outbox_messages``: messages not yet delivered (updates wait for the aggregator's receipt).
 """
 
@@ -100,6 +101,9 @@ class GatewayCollector(Collector):
             yield g
         yield counter(
             "updates_published", "model updates this process handed to MQTT", float(b.uploads)
+        )
+        yield counter(
+            "round_requests", "round requests this process handed to MQTT", float(b.requests)
         )
         yield gauge("outbox_messages", "messages not yet delivered", float(len(b.outbox)))
 

@@ -1,13 +1,14 @@
 """The gateway's outbox: messages kept until delivered, and the spool that keeps updates on disk.
 
 :class:`Outbox` holds the messages not yet delivered, bounded, dropping the oldest loss event
-first (then the oldest update) with a warning when full. A loss event is delivered when the
-broker acknowledges it (PUBACK). An update is delivered only when the aggregator's **receipt**
-for its upload id arrives, or when the fleet's global model has moved past the round it was
-based on: until then it is kept - and, with a spool folder, kept on disk across gateway
-restarts (``SPOOL/updates/``) - and sent again with the same upload id, after ``resend_min``
-seconds, doubling up to ``resend_max``. :class:`~tinyfed.gateway.uplink.Uplink` decides when
-to hand its messages to the broker (the module's docstring there says the whole rule).
+first (then the oldest update) with a warning when full. A loss event (and a round request)
+is delivered when the broker acknowledges it (PUBACK). An update is delivered only when the
+aggregator's **receipt** for its upload id arrives, or when the fleet's global model has moved
+past the round it was based on: until then it is kept - and, with a spool folder, kept on
+disk across gateway restarts (``SPOOL/updates/``) - and sent again with the same upload id,
+after ``resend_min`` seconds, doubling up to ``resend_max``.
+:class:`~tinyfed.gateway.uplink.Uplink` decides when to hand its messages to the broker (the
+module's docstring there says the whole rule).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class Outgoing:
 
     topic: str
     payload: bytes
-    kind: Literal["update", "loss"]
-    key: str  #: upload id, or ``loss-<step>``
+    kind: Literal["update", "loss", "request"]
+    key: str  #: upload id, ``loss-<step>`` or ``request-<time>``
     spool_path: Path | None = None
     base_round: int | None = None  #: for updates: the round it was trained from
     sends: int = 0  #: how many times it was handed to the client

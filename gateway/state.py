@@ -68,6 +68,9 @@ class BridgeState:
     * once the board has done ``local_steps`` (from the global model's hyper-parameters) on a
       global model pushed in its current boot, its model is pulled and published, once per
       boot and round; a board that rebooted in between lost those steps and uploads nothing;
+    * when the aggregator's status says ``upload_now`` for the round the board holds (someone
+      asked for a round without a quorum), the board's model is pulled as soon as it has done
+      at least one step on it, still once per boot and round;
     * an upload comes before the push of a newer global model, so finished work is not lost;
     * a global model the board cannot run (another architecture or feature pipeline) is never
       pushed, and :attr:`problem` says why.
@@ -81,6 +84,11 @@ class BridgeState:
     losses: list[float] = field(default_factory=list)  #: their losses
     uploaded: set[tuple[int, int]] = field(default_factory=set)  #: (boot id, round)
     problem: str | None = None
+    upload_now: int | None = None  #: the round the aggregator wants uploaded now (its status)
+
+    def _upload_now_for(self, model_round: int) -> bool:
+        """Round N asks for the work done on global model N - 1 (docs/protocol.md)."""
+        return self.upload_now is not None and model_round == self.upload_now - 1
 
     def on_global(self, g: GlobalModel) -> None:
         self.global_model = g
@@ -93,6 +101,9 @@ class BridgeState:
         else:
             self.steps = 0
             self.losses = []
+
+    def on_upload_now(self, round_: int | None) -> None:
+        self.upload_now = round_
 
     def on_board_lost(self) -> None:
         self.board = None
@@ -156,7 +167,7 @@ class BridgeState:
         if (
             current
             and held is not None
-            and self.steps >= held.local_steps
+            and self.steps >= (1 if self._upload_now_for(held.round) else held.local_steps)
             and (held.boot_id, held.round) not in self.uploaded
         ):
             return Pull(held)

@@ -32,7 +32,14 @@ from typing import Literal
 from tinyfed.gateway.outbox import Outbox, Outgoing
 from tinyfed.mqtt import contract, session
 from tinyfed.mqtt.adapter import Connected, Disconnected, Event, Message, MqttSession, Published
-from tinyfed.mqtt.contract import ContractError, GlobalModel, LossEvent, ModelUpdate, WorkerStatus
+from tinyfed.mqtt.contract import (
+    ContractError,
+    GlobalModel,
+    LossEvent,
+    ModelUpdate,
+    RoundRequest,
+    WorkerStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,8 @@ class Uplink:
         outbox: where undelivered messages wait.
         status: makes the worker's status for a state (also its Last Will, ``offline``).
         on_global: called in the loop with each valid global model.
+        on_upload_now: called in the loop when the aggregator's status changes its
+            ``upload_now`` (the round whose boards should upload what they have, or None).
         threaded: run paho's network loop in its own thread (the gateway); False drives the
             client from the asyncio loop itself (:class:`tinyfed.mqtt.adapter.AsyncioDriver`), for
             thousands of simulated gateways in one process.
@@ -65,6 +74,7 @@ class Uplink:
         *,
         status: Callable[[WorkerState], WorkerStatus],
         on_global: Callable[[GlobalModel], None],
+        on_upload_now: Callable[[int | None], None] | None = None,
         threaded: bool = True,
     ) -> None:
         self.threaded = threaded
@@ -74,6 +84,8 @@ class Uplink:
         self.outbox = outbox
         self._status = status
         self._on_global = on_global
+        self._on_upload_now = on_upload_now
+        self._upload_now: int | None = None  #: the aggregator status's last ``upload_now``
         self.mqtt: MqttSession | None = None
         self.connected = False
         self.connections = 0  #: connections made to the broker (more than 1: reconnections)
@@ -134,6 +146,12 @@ class Uplink:
     def send_loss(self, event: LossEvent) -> None:
         topic = self.topics.worker_loss(self.worker_id)
         self._enqueue(Outgoing(topic, contract.encode_loss(event), "loss", f"loss-{event.step}"))
+
+    def send_request(self, request: RoundRequest) -> None:
+        """Publish a round request (QoS 1, not retained; kept until the broker's PUBACK)."""
+        topic = self.topics.worker_request(self.worker_id)
+        payload = contract.encode_request(request)
+        self._enqueue(Outgoing(topic, payload, "request", f"request-{request.time:.3f}"))
 
     def publish_status(self, state: WorkerState) -> None:
         """Publish the worker's retained status (when connected; again on every reconnect)."""
@@ -277,6 +295,13 @@ class Uplink:
             return
         key = (s.state, s.round, s.attempt)
         changed, self._aggregator = key != self._aggregator, key
+        upload_now = s.upload_now if s.state == "online" else None
+        if upload_now != self._upload_now:
+            self._upload_now = upload_now
+            if upload_now is not None:
+                log.info("the aggregator asks for uploads now (round %d was requested)", upload_now)
+            if self._on_upload_now is not None:
+                self._on_upload_now(upload_now)
         if changed and s.state == "online" and self.outbox.resend_all():
             log.info(
                 "aggregator online at round %s attempt %s: re-sending update(s) without a receipt",

@@ -571,6 +571,24 @@ def test_gateway_publishes_its_own_topics_and_reads_the_global_model(
     ]
 
 
+def test_gateway_asks_for_a_round_in_its_own_name_only_and_the_aggregator_reads_it(
+    login: Login, fleet: str
+) -> None:
+    # Prepare: the aggregator subscribes to every worker's request, as the service does
+    base = f"tinyfed/{fleet}/"
+    aggregator, gateway, other = login("aggregator"), login("b1"), login("b2")
+    aggregator.subscribe(base + "workers/+/request")
+    # Execute
+    own = gateway.publish(base + "workers/b1/request", b"R1")
+    forged = gateway.publish(base + "workers/b2/request", b"forged")
+    others = other.publish(base + "workers/b2/request", b"R2")
+    posing = aggregator.publish(base + "workers/b1/request", b"A")
+    # Assert: b1's and b2's own requests arrive, in order, and nothing else
+    assert (own, forged, others, posing) == (0, NOT_AUTHORIZED, 0, NOT_AUTHORIZED)
+    assert aggregator.until(base + "workers/b1/request", b"R1") == []
+    assert aggregator.until(base + "workers/b2/request", b"R2") == []
+
+
 @pytest.mark.parametrize("qos", [0, 1])
 def test_gateway_cannot_publish_as_another_worker(login: Login, fleet: str, qos: int) -> None:
     # Prepare
@@ -722,7 +740,7 @@ def test_homeassistant_reads_statuses_and_writes_only_discovery_configs(
 
 def test_aggregator_cannot_pose_as_a_worker(login: Login, fleet: str) -> None:
     aggregator = login("aggregator")
-    for topic in ("aggregator/update", "b1/update", "b1/status", "b1/loss"):
+    for topic in ("aggregator/update", "b1/update", "b1/status", "b1/loss", "b1/request"):
         assert aggregator.publish(f"tinyfed/{fleet}/workers/{topic}", b"U") == NOT_AUTHORIZED
 
 

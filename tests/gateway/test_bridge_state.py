@@ -126,6 +126,37 @@ def test_the_model_is_pulled_once_after_the_local_steps() -> None:
     assert state.next_action() is None
 
 
+def test_upload_now_pulls_the_model_after_one_step_on_the_requested_round() -> None:
+    # Prepare: 10 local steps per round; the aggregator asks for round 5 (the one that starts
+    # from global model 4, which the board holds) now
+    state = BridgeState("w")
+    g = global_model(4, local_steps=10)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    state.on_upload_now(5)
+    # Execute / Assert: no step yet, nothing to upload; the first step is enough
+    assert state.next_action() is None
+    state.on_loss(loss(1, 4, 0.6))
+    action = state.next_action()
+    assert action == Pull(Held(1, 4, g.sha256, 10))
+    state.pulled(action.held)  # once per boot and round, as always
+    state.on_loss(loss(2, 4))
+    assert state.next_action() is None
+
+
+@pytest.mark.parametrize("asked", [4, 6, None])
+def test_upload_now_for_another_round_changes_nothing(asked: int | None) -> None:
+    state = BridgeState("w")
+    g = global_model(4, local_steps=10)
+    state.on_global(g)
+    state.on_hello(hello(boot=1))
+    state.pushed(1, g)
+    state.on_loss(loss(2, 4))
+    state.on_upload_now(asked)
+    assert state.next_action() is None
+
+
 def test_steps_on_a_model_from_before_the_push_do_not_count() -> None:
     state = BridgeState("w")
     g = global_model(4, local_steps=2)

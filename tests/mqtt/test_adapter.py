@@ -250,15 +250,14 @@ def test_a_will_made_by_a_function_is_made_again_for_every_connection(broker: Mo
     topic = f"t{time.monotonic_ns()}/status"
     seen: list[bytes] = []
     watcher = MqttSession(parse_broker_url(broker.url), f"w-{topic[:12]}", logger=log)
-    watcher.start(
-        handler=lambda e: (
+
+    def watch(e: Event) -> None:
+        if isinstance(e, Connected):
             watcher.subscribe([topic])
-            if isinstance(e, Connected)
-            else seen.append(e.payload)
-            if isinstance(e, Message)
-            else None
-        )
-    )
+        elif isinstance(e, Message):
+            seen.append(e.payload)
+
+    watcher.start(handler=watch)
     made: list[int] = []
 
     def will() -> bytes:
@@ -266,10 +265,15 @@ def test_a_will_made_by_a_function_is_made_again_for_every_connection(broker: Mo
         return f"offline, connection {len(made)}".encode()
 
     ups: list[int] = []
+
+    def count_ups(e: Event) -> None:
+        if isinstance(e, Connected):
+            ups.append(1)
+
     session = MqttSession(
         parse_broker_url(broker.url), f"s-{topic[:12]}", logger=log, status_topic=topic, will=will
     )
-    session.start(handler=lambda e: ups.append(1) if isinstance(e, Connected) else None)
+    session.start(handler=count_ups)
     try:
         wait_until(lambda: len(ups) == 1, "the first connection")
         # Execute: the connection dies twice without a DISCONNECT (as when a process is killed)
@@ -277,8 +281,15 @@ def test_a_will_made_by_a_function_is_made_again_for_every_connection(broker: Mo
             sock = session.client.socket()
             assert isinstance(sock, socket.socket)
             sock.shutdown(socket.SHUT_RDWR)
-            wait_until(lambda n=n: len(seen) == n, f"Will number {n}")
-            wait_until(lambda n=n: len(ups) == n + 1, f"connection {n + 1}")
+
+            def got_will(n: int = n) -> bool:
+                return len(seen) == n
+
+            def reconnected(n: int = n) -> bool:
+                return len(ups) == n + 1
+
+            wait_until(got_will, f"Will number {n}")
+            wait_until(reconnected, f"connection {n + 1}")
     finally:
         session.close()
         watcher.close()

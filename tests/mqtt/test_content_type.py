@@ -28,6 +28,7 @@ def test_each_topic_names_its_payload_format() -> None:
         t.worker_loss("b1"),
         t.worker_status("b1"),
         t.worker_receipt("b1"),
+        t.worker_request("b1"),
     ):
         assert payload_format(topic) == (JSON_CONTENT_TYPE, True), topic
 

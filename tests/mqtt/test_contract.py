@@ -155,6 +155,77 @@ def test_status_and_round_events_round_trip() -> None:
     assert contract.decode_aggregator_status(contract.encode_aggregator_status(a)) == a
 
 
+# ----------------------------------------------------------------------------- round requests
+
+
+def test_round_request_topics_follow_the_documented_layout() -> None:
+    t = Topics("kitchen")
+    assert t.worker_request("b1") == "tinyfed/kitchen/workers/b1/request"
+    assert t.all_requests == "tinyfed/kitchen/workers/+/request"
+    assert t.parse_worker_topic("tinyfed/kitchen/workers/b1/request") == ("b1", "request")
+    with pytest.raises(ContractError, match="not a worker topic"):
+        t.parse_worker_topic("tinyfed/kitchen/workers/b1/requests")
+
+
+def test_round_request_round_trips_as_readable_json() -> None:
+    r = contract.RoundRequest("b1", "round", 12.5)
+    payload = contract.encode_request(r)
+    assert json.loads(payload) == {"v": 1, "worker": "b1", "kind": "round", "time": 12.5}
+    assert contract.decode_request(payload) == r
+    assert contract.decode_request(b'{"v":1,"worker":"b1","kind":"round","time":3}').time == 3.0
+
+
+def _request_json(**changes: object) -> bytes:
+    obj: dict[str, object] = {"v": 1, "worker": "b1", "kind": "round", "time": 1.0}
+    obj.update(changes)
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (_request_json(kind="shutdown"), "'kind' is 'shutdown', expected one of round"),
+        (_request_json(kind=1), "'kind' is 1, expected one of round"),
+        (_request_json(time="now"), "'time' has type str"),
+        (_request_json(time=True), "'time' has type bool"),
+        (_request_json(time=10**400), "'time' is too large"),
+        (_request_json(time=1e400), "'time' is not finite"),
+        (b'{"v":1,"worker":"b1","kind":"round","time":NaN}', "'time' is not finite"),
+        (_request_json(worker="b 1"), "'worker': invalid worker id"),
+        (_request_json(worker=7), "'worker': invalid worker id"),
+        (b'{"v":1,"worker":"b1","time":1}', "missing field 'kind'"),
+        (b'{"v":1,"kind":"round","time":1}', "missing field 'worker'"),
+        (b"[1]", "payload is not a JSON object"),
+        (b"\xff", "not valid JSON"),
+        (b" " * (contract.MAX_JSON_PAYLOAD + 1), "limit"),
+    ],
+)
+def test_malformed_round_requests_are_rejected_naming_the_field(
+    payload: bytes, reason: str
+) -> None:
+    with pytest.raises(ContractError, match="^round request: .*" + reason):
+        contract.decode_request(payload)
+
+
+def test_a_round_request_the_contract_cannot_carry_is_not_encoded() -> None:
+    with pytest.raises(ContractError, match="invalid worker id"):
+        contract.encode_request(contract.RoundRequest("b 1"))
+    with pytest.raises(ContractError, match="round request: cannot be encoded"):
+        contract.encode_request(contract.RoundRequest("b1", time=float("nan")))
+
+
+def test_the_aggregator_status_says_which_round_to_upload_now() -> None:
+    s = contract.AggregatorStatus("online", round=4, attempt=1, upload_now=4)
+    payload = contract.encode_aggregator_status(s)
+    assert json.loads(payload)["upload_now"] == 4
+    assert contract.decode_aggregator_status(payload, lists=False).upload_now == 4
+    assert contract.decode_aggregator_status(b'{"v":1,"state":"online"}').upload_now is None
+    for bad, reason in (("4", "has type str"), (-1, "is negative"), (2**31, "is too large")):
+        obj = {"v": 1, "state": "online", "upload_now": bad}
+        with pytest.raises(ContractError, match=f"'upload_now' {reason}"):
+            contract.decode_aggregator_status(json.dumps(obj).encode())
+
+
 # ----------------------------------------------------------------------------- receipts
 
 
@@ -242,6 +313,11 @@ JSON_VALID: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], object], o
         contract.encode_receipt,
         contract.decode_receipt,
         contract.Receipt("b1", "u", 0, "accepted"),
+    ),
+    "request": (
+        contract.encode_request,
+        contract.decode_request,
+        contract.RoundRequest("b1", "round", 12.5),
     ),
     "round": (
         contract.encode_round_event,

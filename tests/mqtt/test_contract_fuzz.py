@@ -27,7 +27,7 @@ from tinyfed.mqtt import contract
 from tinyfed.mqtt.contract import ContractError, HyperParams
 
 SEED = 0x7F3D
-PER_KIND = 3000  #: mutated payloads per message kind (7 kinds: 21,000 in all)
+PER_KIND = 3000  #: mutated payloads per message kind (8 kinds: 24,000 in all)
 
 PARAMS = model.init_params(3)
 
@@ -58,6 +58,7 @@ VALID: dict[str, object] = {
         time=3.0,
     ),
     "receipt": contract.Receipt("board-1", "board-1-5-abc", 5, "rejected", "stale", 4.0),
+    "request": contract.RoundRequest("board-1", "round", 7.0),
     "round": contract.RoundEvent(
         round=5,
         outcome="closed",
@@ -82,6 +83,7 @@ VALID: dict[str, object] = {
         reported=("board-1",),
         time=6.0,
         attempt=1,
+        upload_now=5,
     ),
 }
 
@@ -91,6 +93,7 @@ ENCODERS: dict[str, Callable[[Any], bytes]] = {
     "loss": contract.encode_loss,
     "status": contract.encode_worker_status,
     "receipt": contract.encode_receipt,
+    "request": contract.encode_request,
     "round": contract.encode_round_event,
     "aggregator": contract.encode_aggregator_status,
 }
@@ -101,6 +104,7 @@ DECODERS: dict[str, Callable[[bytes], Any]] = {
     "loss": contract.decode_loss,
     "status": contract.decode_worker_status,
     "receipt": contract.decode_receipt,
+    "request": contract.decode_request,
     "round": contract.decode_round_event,
     "aggregator": contract.decode_aggregator_status,
 }
@@ -111,6 +115,7 @@ _WHAT = {
     "loss": "loss event: ",
     "status": "worker status: ",
     "receipt": "receipt: ",
+    "request": "round request: ",
     "round": "round event: ",
     "aggregator": "aggregator status: ",
 }

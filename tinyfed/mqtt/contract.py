@@ -13,6 +13,7 @@ topic                         QoS / retain        payload
 ``workers/<id>/loss``         1                   JSON :class:`LossEvent`
 ``workers/<id>/status``       1, retained, Will   JSON :class:`WorkerStatus`
 ``workers/<id>/receipt``      1, retained         JSON :class:`Receipt`
+``workers/<id>/request``      1                   JSON :class:`RoundRequest`
 ``rounds``                    1                   JSON :class:`RoundEvent`
 ``aggregator/status``         1, retained, Will   JSON :class:`AggregatorStatus`
 ============================  ==================  =========================================
@@ -111,8 +112,10 @@ from tinyfed.mqtt.payloads import (
     Receipt as Receipt,
     ReceiptOutcome as ReceiptOutcome,
     Rejection as Rejection,
+    RequestKind as RequestKind,
     RoundEvent as RoundEvent,
     RoundOutcome as RoundOutcome,
+    RoundRequest as RoundRequest,
     WorkerState as WorkerState,
     WorkerStatus as WorkerStatus,
 )
@@ -323,6 +326,28 @@ def decode_receipt(payload: bytes) -> Receipt:
     )
 
 
+def encode_request(r: RoundRequest) -> bytes:
+    """JSON payload of a round request (ContractError for one the contract cannot carry)."""
+    try:
+        payload = _json_dump(
+            {"worker": check_worker_id(r.worker_id), "kind": r.kind, "time": r.time}
+        )
+    except (TypeError, ValueError) as exc:  # not JSON-serialisable, or NaN / infinity
+        raise ContractError(f"round request: cannot be encoded ({exc})") from exc
+    decode_request(payload)
+    return payload
+
+
+def decode_request(payload: bytes) -> RoundRequest:
+    """Parse and validate a round request."""
+    f = _json_load(payload, "round request")
+    return RoundRequest(
+        worker_id=f.worker("worker"),
+        kind=cast(RequestKind, f.choice("kind", get_args(RequestKind))),
+        time=f.number("time"),
+    )
+
+
 def _finite(v: Any) -> bool:
     return _is_number(v) and _fits_float(v) and math.isfinite(v)
 
@@ -435,6 +460,7 @@ def encode_aggregator_status(s: AggregatorStatus) -> bytes:
                 "reported": list(s.reported[:limit]),
                 "reported_count": max(s.reported_count, len(s.reported)),
                 "time": s.time,
+                "upload_now": s.upload_now,
             }
         )
 
@@ -462,4 +488,5 @@ def decode_aggregator_status(payload: bytes, *, lists: bool = True) -> Aggregato
         expected_count=f.count("expected_count", len(expected)),
         reported_count=f.count("reported_count", len(reported)),
         time=f.number("time", default=0.0),
+        upload_now=f.opt_integer("upload_now"),
     )

@@ -20,6 +20,7 @@ WorkerState = Literal["online", "offline", "board-missing"]
 AggregatorState = Literal["online", "offline"]
 RoundOutcome = Literal["closed", "failed"]
 ReceiptOutcome = Literal["accepted", "rejected"]
+RequestKind = Literal["round"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,19 @@ class Receipt:
     time: float = 0.0
 
 
+@dataclass(frozen=True)
+class RoundRequest:
+    """A person at a board asks for a federated round now (JSON on ``workers/<id>/request``).
+
+    The board's D5 button held 3 s sends the LOG ``event round_request``; its gateway
+    publishes this. ``kind`` is ``round`` (the only request there is).
+    """
+
+    worker_id: str
+    kind: RequestKind = "round"
+    time: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """An update the aggregator refused, and why."""
@@ -225,6 +239,9 @@ class AggregatorStatus:
     attempt: int | None = None  #: the open round's attempt (a failed attempt reopens it)
     expected_count: int = 0
     reported_count: int = 0
+    #: the open round, when a round request found no quorum: every gateway whose board
+    #: trained at least one step on that round's global model uploads it now (None: no)
+    upload_now: int | None = None
 
     def __post_init__(self) -> None:
         _raise_count(self, "expected_count", len(self.expected))

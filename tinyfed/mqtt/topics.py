@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from tinyfed.mqtt.fields import _WORKER_ID, DEFAULT_PREFIX, ContractError, _show, check_worker_id
 
 _FLEET = _WORKER_ID  #: a fleet name follows the worker id's rules (one topic level)
+#: the last level of a worker's topics (``workers/<id>/<kind>``; the contract's table)
+WORKER_KINDS = ("update", "loss", "status", "receipt", "request")
 
 #: MQTT v5 Content Type of the model payloads (``global``, ``workers/<id>/update``): msgpack
 MSGPACK_CONTENT_TYPE = "application/vnd.msgpack"
@@ -71,6 +73,9 @@ class Topics:
     def worker_receipt(self, worker_id: str) -> str:
         return f"{self.base}workers/{check_worker_id(worker_id)}/receipt"
 
+    def worker_request(self, worker_id: str) -> str:
+        return f"{self.base}workers/{check_worker_id(worker_id)}/request"
+
     @property
     def all_updates(self) -> str:
         return self.base + "workers/+/update"
@@ -87,10 +92,14 @@ class Topics:
     def all_receipts(self) -> str:
         return self.base + "workers/+/receipt"
 
+    @property
+    def all_requests(self) -> str:
+        return self.base + "workers/+/request"
+
     def parse_worker_topic(self, topic: str) -> tuple[str, str]:
         """Split ``.../workers/<id>/<kind>`` into ``(id, kind)``; ContractError otherwise.
 
-        ``kind`` is one of ``update``, ``loss``, ``status``, ``receipt``.
+        ``kind`` is one of :data:`WORKER_KINDS`.
         """
         prefix = self.base + "workers/"
         if not isinstance(topic, str) or not topic.startswith(prefix):
@@ -98,7 +107,7 @@ class Topics:
                 f"topic {_show(topic, 200)} is not a worker topic of fleet {self.fleet}"
             )
         parts = topic[len(prefix) :].split("/")
-        if len(parts) != 2 or parts[1] not in ("update", "loss", "status", "receipt"):
+        if len(parts) != 2 or parts[1] not in WORKER_KINDS:
             raise ContractError(
                 f"topic {_show(topic, 200)} is not a worker topic of fleet {self.fleet}"
             )
