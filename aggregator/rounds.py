@@ -35,10 +35,22 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from tinyfed.aggregator.decisions import (
+    Accepted as Accepted,
+    Counted as Counted,
+    Decision as Decision,
+    Duplicate as Duplicate,
+    Opening as Opening,
+    Rejected as Rejected,
+    RequestIgnored as RequestIgnored,
+    RoundClosed as RoundClosed,
+    RoundFailed as RoundFailed,
+    UploadNow as UploadNow,
+)
 from tinyfed.aggregator.strategies import F32, RoundAggregate, Strategy, UpdateSource, trim_count
 from tinyfed.errors import ModelError
 from tinyfed.model import families
@@ -74,108 +86,10 @@ class RoundPolicy:
             )
 
 
-@dataclass(frozen=True)
-class Opening:
-    """A round attempt that opens (the first of a round, or a retry after a failure)."""
-
-    round: int
-    attempt: int
-    opened: float
-    expected: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Accepted:
-    """An update that now counts in the open round."""
-
-    round: int
-    attempt: int
-    update: ModelUpdate
-    weight: float
-    norm: float  #: L2 distance of the update from the round's base model
-    received: float
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """An update (or undecodable payload) refused, with the reason."""
-
-    round: int
-    attempt: int
-    rejection: Rejection
-    received: float
-    #: False once the worker has had MAX_RECORDED_REJECTIONS in this attempt: a flood is
-    #: counted, not stored row by row.
-    record: bool = True
-
-
-@dataclass(frozen=True)
-class Duplicate:
-    """A re-sent upload already counted in the open round: nothing changes, confirm it again."""
-
-    round: int
-    attempt: int
-    worker_id: str
-    upload_id: str
-
-
-@dataclass(frozen=True)
-class RoundClosed:
-    """A round produced a new global model; the next round is open."""
-
-    event: RoundEvent
-    model: GlobalModel
-    velocity: F32 | None  #: FedAvgM's server momentum after this round
-    attempt: int
-    metrics: dict[str, float]
-    next: Opening
-    requested_by: str = ""  #: the worker whose round request closed it ("" if none did)
-
-
-@dataclass(frozen=True)
-class UploadNow:
-    """A round request without quorum from ``worker_id``: gateways upload what they have."""
-
-    round: int
-    attempt: int
-    worker_id: str
-
-
-@dataclass(frozen=True)
-class RequestIgnored:
-    """A round request that changes nothing: ``kind`` ``repeated`` or ``unknown_worker``."""
-
-    round: int
-    worker_id: str
-    kind: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class RoundFailed:
-    """A round attempt ended below quorum; the global model stays; a retry is open."""
-
-    event: RoundEvent
-    attempt: int
-    metrics: dict[str, float]
-    next: Opening
-
-
-Decision = Accepted | Rejected | Duplicate | RoundClosed | RoundFailed | UploadNow | RequestIgnored
-
 #: Rejections stored (and listed in memory) per worker and round attempt; more are counted only.
 MAX_RECORDED_REJECTIONS = 20
 #: Rejections kept in memory for the round event (the contract lists at most 20 anyway).
 MAX_LISTED_REJECTIONS = 20
-
-
-@dataclass(frozen=True)
-class Counted:
-    """An update accepted before a restart, replayed from the store."""
-
-    participant: Participant
-    params: F32 = field(repr=False)
-    norm: float
 
 
 class RoundMachine:
