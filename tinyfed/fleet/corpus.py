@@ -119,7 +119,8 @@ class HeldOut:
         the dscnn family's head on the extractor's embeddings)."""
         feats = self.features(pipeline)
         if pipeline == LOGMEL40:
-            w, b = np.asarray(params[: head.EMBED * 3]).reshape(3, head.EMBED), params[-3:]
+            k = head.check_head(params)  # the layout: W[K][64] row-major, then b[K]
+            w, b = params[: k * head.EMBED].reshape(k, head.EMBED), params[k * head.EMBED :]
             predicted = np.argmax(feats @ w.T + b, axis=1)
         else:
             predicted = model.predict(model.forward(params, feats))
